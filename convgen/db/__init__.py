@@ -1,0 +1,1 @@
+"""PostgreSQL access shared by both services: the pool wrapper, migrations and the embedded server."""

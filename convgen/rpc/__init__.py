@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by both services: status mapping, interceptors, server lifecycle, channels."""

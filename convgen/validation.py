@@ -1,0 +1,71 @@
+"""Request field validation shared by both services: UUIDs, strings and page sizes, with the field named in errors."""
+
+from __future__ import annotations
+
+import uuid
+
+from convgen.errors import InvalidArgument
+
+NIL_UUID = uuid.UUID(int=0)
+MAX_ID_LENGTH = 200
+MAX_NAME_LENGTH = 200
+
+
+def parse_uuid(field: str, value: str, *, allow_empty: bool = False) -> uuid.UUID | None:
+    """Parses a canonical UUID string; empty gives None when allowed."""
+    if value == "":
+        if allow_empty:
+            return None
+        raise InvalidArgument.for_field(field, "is required (a UUID)")
+    if len(value) != 36:
+        raise InvalidArgument.for_field(field, f"{_shown(value)} is not a UUID (expected 36 characters like {NIL_UUID})")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument.for_field(field, f"{_shown(value)} is not a UUID") from None
+    return parsed
+
+
+def require_uuid(field: str, value: str) -> uuid.UUID:
+    """Parses a required UUID string."""
+    parsed = parse_uuid(field, value)
+    assert parsed is not None
+    return parsed
+
+
+def optional_uuid(field: str, value: str) -> uuid.UUID | None:
+    """Parses a UUID string that may be empty."""
+    return parse_uuid(field, value, allow_empty=True)
+
+
+def check_text(field: str, value: str, *, max_length: int, required: bool = False) -> str:
+    """Checks a free-text field: length bound, no NUL bytes (PostgreSQL text cannot hold them)."""
+    if required and not value.strip():
+        raise InvalidArgument.for_field(field, "is required")
+    if len(value) > max_length:
+        raise InvalidArgument.for_field(field, f"is {len(value)} characters long; the limit is {max_length}")
+    if "\x00" in value:
+        raise InvalidArgument.for_field(field, "contains a NUL character, which cannot be stored")
+    return value
+
+
+def check_request_id(field: str, value: str) -> str:
+    """Checks an idempotency key (AIP-155): printable, at most 200 characters."""
+    check_text(field, value, max_length=MAX_ID_LENGTH)
+    if value and not value.isprintable():
+        raise InvalidArgument.for_field(field, "must contain printable characters only")
+    return value
+
+
+def page_size(field: str, value: int, *, default: int, maximum: int) -> int:
+    """Validates a page_size: 0 means the default; negative or above the cap is an error."""
+    if value < 0:
+        raise InvalidArgument.for_field(field, f"must not be negative (got {value})")
+    if value > maximum:
+        raise InvalidArgument.for_field(field, f"must be at most {maximum} (got {value})")
+    return value or default
+
+
+def _shown(value: str) -> str:
+    """Quotes a bad value for an error message, cut short when long."""
+    return repr(value if len(value) <= 60 else value[:57] + "...")
