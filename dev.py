@@ -40,7 +40,7 @@ def _install_stamp() -> str:
 
 def ensure_venv() -> None:
     """Creates .venv and installs the project with its test extra when inputs changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on whatever python3 the user has
         sys.exit(f"convgen needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     stamp_file = VENV / ".convgen-install-stamp"
     stamp = _install_stamp()
@@ -56,9 +56,15 @@ def ensure_venv() -> None:
     )
     subprocess.run(
         [
-            str(_python()), "-m", "pip", "install", "--quiet",
-            "-c", str(ROOT / "constraints.txt"),
-            "-e", f"{ROOT}[test]",
+            str(_python()),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            "-e",
+            f"{ROOT}[test]",
         ],
         check=True,
     )
@@ -77,8 +83,7 @@ def ensure_buf() -> None:
     TOOLS.mkdir(exist_ok=True)
     print(f"dev.py: installing @bufbuild/buf@{BUF_VERSION} into {TOOLS}", flush=True)
     result = subprocess.run(
-        [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(TOOLS),
-         f"@bufbuild/buf@{BUF_VERSION}"],
+        [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(TOOLS), f"@bufbuild/buf@{BUF_VERSION}"],
         check=False,
     )
     if result.returncode != 0:

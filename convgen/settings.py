@@ -1,4 +1,4 @@
-"""Process settings, read once from the environment. Every field is documented: the README's table is checked against it."""
+"""Process settings, read once from the environment; every field is documented (the README table is checked)."""
 
 from __future__ import annotations
 
@@ -115,9 +115,7 @@ class Settings(BaseSettings):
 
     # --- batch engine ------------------------------------------------------------------------------------------
     batch_max_items: int = Field(default=10_000, ge=1, description="Most items one batch job may have.")
-    batch_default_concurrency: int = Field(
-        default=8, ge=1, description="Concurrency of a job that does not set one."
-    )
+    batch_default_concurrency: int = Field(default=8, ge=1, description="Concurrency of a job that does not set one.")
     batch_max_concurrency: int = Field(default=256, ge=1, description="Largest concurrency a job may ask for.")
     batch_worker_concurrency: int = Field(
         default=64, ge=1, description="Items processed at once by one batch service process, across all jobs."
@@ -162,9 +160,7 @@ class Settings(BaseSettings):
     generation_tls_cert_file: Path | None = Field(
         default=None, description="Client certificate the batch service presents to the generation service (mTLS)."
     )
-    generation_tls_key_file: Path | None = Field(
-        default=None, description="Private key of GENERATION_TLS_CERT_FILE."
-    )
+    generation_tls_key_file: Path | None = Field(default=None, description="Private key of GENERATION_TLS_CERT_FILE.")
 
     # --- logging -----------------------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")

@@ -18,7 +18,9 @@ def parse_uuid(field: str, value: str, *, allow_empty: bool = False) -> uuid.UUI
             return None
         raise InvalidArgument.for_field(field, "is required (a UUID)")
     if len(value) != 36:
-        raise InvalidArgument.for_field(field, f"{_shown(value)} is not a UUID (expected 36 characters like {NIL_UUID})")
+        raise InvalidArgument.for_field(
+            field, f"{_shown(value)} is not a UUID (expected 36 characters like {NIL_UUID})"
+        )
     try:
         parsed = uuid.UUID(value)
     except ValueError:

@@ -42,12 +42,16 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted(p.relative_to(out_dir) for p in (out_dir / PACKAGE_DIR).iterdir() if p.name.endswith(GENERATED_SUFFIXES))
+    return sorted(
+        p.relative_to(out_dir) for p in (out_dir / PACKAGE_DIR).iterdir() if p.name.endswith(GENERATED_SUFFIXES)
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the committed code differs from a fresh generation")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the committed code differs from a fresh generation"
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -56,7 +60,8 @@ def main() -> int:
         target = ROOT / PACKAGE_DIR
         stale = [p for p in fresh if not (ROOT / p).exists() or (ROOT / p).read_bytes() != (out / p).read_bytes()]
         extra = [
-            p.relative_to(ROOT) for p in target.iterdir()
+            p.relative_to(ROOT)
+            for p in target.iterdir()
             if p.name.endswith(GENERATED_SUFFIXES) and p.relative_to(ROOT) not in fresh
         ]
         if options.check:

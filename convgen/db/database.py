@@ -8,10 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from convgen.errors import Unavailable
 
 logger = logging.getLogger(__name__)
+
+# What repositories receive: a pooled connection, or a direct one (migrations, tests).
+Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 # Errors that mean "the database is not reachable right now", as opposed to a bad statement.
 CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
@@ -40,7 +44,7 @@ def is_connectivity_error(error: BaseException) -> bool:
     return isinstance(error, CONNECTIVITY_ERRORS)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -48,7 +52,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class Database:
     """An asyncpg pool with error translation at the boundary."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self.pool = pool
 
     @classmethod
@@ -71,7 +75,7 @@ class Database:
         return cls(pool)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[Connection]:
         """A pooled connection; connectivity failures inside the block become DatabaseUnavailable."""
         try:
             async with self.pool.acquire() as conn:
@@ -82,7 +86,7 @@ class Database:
             raise
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         """A pooled connection inside a transaction, committed when the block ends without error."""
         async with self.connection() as conn, conn.transaction():
             yield conn

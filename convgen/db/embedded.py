@@ -79,4 +79,3 @@ def _apply_settings(server: Any, settings: Mapping[str, str]) -> bool:
             server.psql(f"ALTER SYSTEM SET {name} = '{value}';")
             changed = True
     return changed
-

@@ -10,6 +10,7 @@ from importlib import resources
 
 import asyncpg
 
+from convgen.db.database import Connection
 from convgen.errors import FailedPrecondition
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
+async def migrate(conn: Connection) -> list[Migration]:
     """Applies pending migrations; concurrent callers wait on an advisory lock, so each runs exactly once."""
     migrations = load_migrations()
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
@@ -68,10 +69,14 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             )
             """
         )
-        applied = {row["version"]: row for row in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
+        applied = {
+            row["version"]: row for row in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        }
         unknown = sorted(set(applied) - {m.version for m in migrations})
         if unknown:
-            raise MigrationError(f"database has migrations {unknown} that this convgen version does not know; upgrade convgen")
+            raise MigrationError(
+                f"database has migrations {unknown} that this convgen version does not know; upgrade convgen"
+            )
         done: list[Migration] = []
         for migration in migrations:
             row = applied.get(migration.version)

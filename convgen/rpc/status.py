@@ -61,4 +61,3 @@ def to_rpc_status(error: errors.ConvgenError) -> status_pb2.Status:
 def _numeric(code: grpc.StatusCode) -> int:
     value: int = code.value[0]
     return value
-

@@ -1,0 +1,1 @@
+"""The generation service: one parameter set in, one stored conversation out."""

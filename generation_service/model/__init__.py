@@ -1,0 +1,1 @@
+"""Model clients: the port, the Anthropic adapter and the offline generator."""
