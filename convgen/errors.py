@@ -39,8 +39,15 @@ class InvalidArgument(ConvgenError):
 
     default_reason = "INVALID_ARGUMENT"
 
-    def __init__(self, message: str, *, violations: Sequence[FieldViolation] = (), reason: str | None = None) -> None:
-        super().__init__(message, reason=reason)
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: Sequence[FieldViolation] = (),
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
         self.violations = list(violations)
 
     @classmethod

@@ -6,12 +6,13 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from convgen.errors import InvalidArgument
 
 _VERSION = 1
+T = TypeVar("T")
 
 
 def _fingerprint(filters: Mapping[str, Any]) -> str:
@@ -43,3 +44,11 @@ def decode_token(field: str, token: str, filters: Mapping[str, Any]) -> dict[str
         raise InvalidArgument.for_field(field, "was issued for a request with different filters")
     position: dict[str, Any] = payload["p"]
     return position
+
+
+def position_field(field: str, position: dict[str, Any], key: str, parse: Callable[[Any], T]) -> T:
+    """Reads one value of a decoded page position; anything malformed is the token's fault."""
+    try:
+        return parse(position[key])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidArgument.for_field(field, "is not a page token returned by this API") from None

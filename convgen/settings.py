@@ -69,7 +69,6 @@ class Settings(BaseSettings):
     )
     anthropic_model: str = Field(default="claude-sonnet-4-5", description="Claude model name.")
     model_max_tokens: int = Field(default=8192, ge=256, le=64000, description="max_tokens per model call.")
-    model_temperature: float = Field(default=0.8, ge=0.0, le=1.0, description="Sampling temperature.")
     model_timeout_seconds: float = Field(default=180.0, gt=0, description="Timeout of one model HTTP call.")
     model_max_attempts: int = Field(
         default=4, ge=1, le=20, description="Tries per model call for transient errors (429, 529, 5xx, timeouts)."

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from convgen.errors import InvalidArgument
+from convgen.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
 
 NIL_UUID = uuid.UUID(int=0)
 MAX_ID_LENGTH = 200
@@ -71,3 +75,28 @@ def page_size(field: str, value: int, *, default: int, maximum: int) -> int:
 def _shown(value: str) -> str:
     """Quotes a bad value for an error message, cut short when long."""
     return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+class FieldChecks:
+    """Runs several field checks and reports every failing field in one INVALID_ARGUMENT."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def check(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Runs one check; a failure is remembered and None returned."""
+        try:
+            return fn(*args, **kwargs)
+        except InvalidArgument as error:
+            self.violations.extend(error.violations or [FieldViolation("request", error.message)])
+            return None
+
+    def add(self, field: str, description: str) -> None:
+        """Records a violation found by the caller."""
+        self.violations.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        """Raises one InvalidArgument naming every failing field."""
+        if self.violations:
+            message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+            raise InvalidArgument(message, violations=self.violations)

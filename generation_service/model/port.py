@@ -26,7 +26,6 @@ class ModelRequest:
     prompt: str
     subject: ConversationSubject
     max_tokens: int
-    temperature: float
     request_id: str = ""
 
 

@@ -1,0 +1,264 @@
+"""All SQL for the catalog tables: personas, emotional_arcs, training_topics, prompt_templates."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
+from convgen.db.database import Connection
+
+# --- row mapping -------------------------------------------------------------------------------------------------
+
+
+def _persona(row: asyncpg.Record, prefix: str = "") -> Persona:
+    return Persona(
+        id=row[f"{prefix}id"],
+        persona_key=row[f"{prefix}persona_key"],
+        name=row[f"{prefix}name"],
+        archetype=row[f"{prefix}archetype"],
+        age=row[f"{prefix}age"],
+        occupation=row[f"{prefix}occupation"],
+        income_range=row[f"{prefix}income_range"],
+        communication_style=row[f"{prefix}communication_style"],
+        emotional_baseline=row[f"{prefix}emotional_baseline"],
+    )
+
+
+def _arc(row: asyncpg.Record, prefix: str = "") -> EmotionalArc:
+    return EmotionalArc(
+        id=row[f"{prefix}id"],
+        arc_key=row[f"{prefix}arc_key"],
+        name=row[f"{prefix}name"],
+        tier=Tier(row[f"{prefix}tier"]),
+        category=row[f"{prefix}category"],
+        starting_emotion=row[f"{prefix}starting_emotion"],
+        ending_emotion=row[f"{prefix}ending_emotion"],
+    )
+
+
+def _topic(row: asyncpg.Record, prefix: str = "") -> TrainingTopic:
+    return TrainingTopic(
+        id=row[f"{prefix}id"],
+        topic_key=row[f"{prefix}topic_key"],
+        name=row[f"{prefix}name"],
+        category=row[f"{prefix}category"],
+    )
+
+
+def _template(row: asyncpg.Record) -> PromptTemplate:
+    return PromptTemplate(
+        id=row["id"],
+        template_name=row["template_name"],
+        tier=Tier(row["tier"]),
+        arc_key=row["arc_key"],
+        template_text=row["template_text"],
+        placeholders=tuple(row["placeholders"]),
+        active=row["active"],
+    )
+
+
+# --- personas ----------------------------------------------------------------------------------------------------
+
+
+async def upsert_persona(conn: Connection, p: Persona) -> None:
+    """Inserts or updates a persona by id."""
+    await conn.execute(
+        """
+        INSERT INTO personas (id, persona_key, name, archetype, age, occupation, income_range,
+                              communication_style, emotional_baseline)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (id) DO UPDATE SET
+            persona_key = EXCLUDED.persona_key, name = EXCLUDED.name, archetype = EXCLUDED.archetype,
+            age = EXCLUDED.age, occupation = EXCLUDED.occupation, income_range = EXCLUDED.income_range,
+            communication_style = EXCLUDED.communication_style, emotional_baseline = EXCLUDED.emotional_baseline,
+            updated_at = now()
+        """,
+        p.id,
+        p.persona_key,
+        p.name,
+        p.archetype,
+        p.age,
+        p.occupation,
+        p.income_range,
+        p.communication_style,
+        p.emotional_baseline,
+    )
+
+
+async def list_personas(conn: Connection, *, after_key: str, limit: int) -> list[Persona]:
+    """Personas ordered by persona_key, after a key (keyset page)."""
+    rows = await conn.fetch(
+        "SELECT * FROM personas WHERE persona_key > $1 ORDER BY persona_key LIMIT $2", after_key, limit
+    )
+    return [_persona(r) for r in rows]
+
+
+# --- emotional arcs ----------------------------------------------------------------------------------------------
+
+
+async def upsert_arc(conn: Connection, a: EmotionalArc) -> None:
+    """Inserts or updates an emotional arc by id."""
+    await conn.execute(
+        """
+        INSERT INTO emotional_arcs (id, arc_key, name, tier, category, starting_emotion, ending_emotion)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (id) DO UPDATE SET
+            arc_key = EXCLUDED.arc_key, name = EXCLUDED.name, tier = EXCLUDED.tier, category = EXCLUDED.category,
+            starting_emotion = EXCLUDED.starting_emotion, ending_emotion = EXCLUDED.ending_emotion, updated_at = now()
+        """,
+        a.id,
+        a.arc_key,
+        a.name,
+        a.tier.value,
+        a.category,
+        a.starting_emotion,
+        a.ending_emotion,
+    )
+
+
+async def list_arcs(conn: Connection, *, after_key: str, limit: int) -> list[EmotionalArc]:
+    """Arcs ordered by arc_key, after a key (keyset page)."""
+    rows = await conn.fetch("SELECT * FROM emotional_arcs WHERE arc_key > $1 ORDER BY arc_key LIMIT $2", after_key, limit)
+    return [_arc(r) for r in rows]
+
+
+# --- training topics ---------------------------------------------------------------------------------------------
+
+
+async def upsert_topic(conn: Connection, t: TrainingTopic) -> None:
+    """Inserts or updates a training topic by id."""
+    await conn.execute(
+        """
+        INSERT INTO training_topics (id, topic_key, name, category) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (id) DO UPDATE SET
+            topic_key = EXCLUDED.topic_key, name = EXCLUDED.name, category = EXCLUDED.category, updated_at = now()
+        """,
+        t.id,
+        t.topic_key,
+        t.name,
+        t.category,
+    )
+
+
+async def list_topics(conn: Connection, *, after_key: str, limit: int) -> list[TrainingTopic]:
+    """Topics ordered by topic_key, after a key (keyset page)."""
+    rows = await conn.fetch(
+        "SELECT * FROM training_topics WHERE topic_key > $1 ORDER BY topic_key LIMIT $2", after_key, limit
+    )
+    return [_topic(r) for r in rows]
+
+
+# --- across the three: lookups for one conversation or a whole selection -----------------------------------------
+
+
+async def load_subject_parts(
+    conn: Connection, persona_id: uuid.UUID, arc_id: uuid.UUID, topic_id: uuid.UUID
+) -> tuple[Persona | None, EmotionalArc | None, TrainingTopic | None]:
+    """Loads a persona, an arc and a topic in one round trip; None for each id that does not exist."""
+    row = await conn.fetchrow(
+        """
+        SELECT p.id AS p_id, p.persona_key AS p_persona_key, p.name AS p_name, p.archetype AS p_archetype,
+               p.age AS p_age, p.occupation AS p_occupation, p.income_range AS p_income_range,
+               p.communication_style AS p_communication_style, p.emotional_baseline AS p_emotional_baseline,
+               a.id AS a_id, a.arc_key AS a_arc_key, a.name AS a_name, a.tier AS a_tier, a.category AS a_category,
+               a.starting_emotion AS a_starting_emotion, a.ending_emotion AS a_ending_emotion,
+               t.id AS t_id, t.topic_key AS t_topic_key, t.name AS t_name, t.category AS t_category
+        FROM (SELECT 1) AS one
+        LEFT JOIN personas p ON p.id = $1
+        LEFT JOIN emotional_arcs a ON a.id = $2
+        LEFT JOIN training_topics t ON t.id = $3
+        """,
+        persona_id,
+        arc_id,
+        topic_id,
+    )
+    assert row is not None
+    persona = _persona(row, "p_") if row["p_id"] is not None else None
+    arc = _arc(row, "a_") if row["a_id"] is not None else None
+    topic = _topic(row, "t_") if row["t_id"] is not None else None
+    return persona, arc, topic
+
+
+async def missing_ids(
+    conn: Connection,
+    persona_ids: Sequence[uuid.UUID],
+    arc_ids: Sequence[uuid.UUID],
+    topic_ids: Sequence[uuid.UUID],
+    template_ids: Sequence[uuid.UUID],
+) -> dict[str, list[uuid.UUID]]:
+    """For each kind, the given ids that do not exist (in the order given)."""
+    row = await conn.fetchrow(
+        """
+        SELECT
+          ARRAY(SELECT x FROM unnest($1::uuid[]) WITH ORDINALITY u(x, n)
+                WHERE NOT EXISTS (SELECT 1 FROM personas WHERE id = x) ORDER BY n) AS personas,
+          ARRAY(SELECT x FROM unnest($2::uuid[]) WITH ORDINALITY u(x, n)
+                WHERE NOT EXISTS (SELECT 1 FROM emotional_arcs WHERE id = x) ORDER BY n) AS emotional_arcs,
+          ARRAY(SELECT x FROM unnest($3::uuid[]) WITH ORDINALITY u(x, n)
+                WHERE NOT EXISTS (SELECT 1 FROM training_topics WHERE id = x) ORDER BY n) AS training_topics,
+          ARRAY(SELECT x FROM unnest($4::uuid[]) WITH ORDINALITY u(x, n)
+                WHERE NOT EXISTS (SELECT 1 FROM prompt_templates WHERE id = x) ORDER BY n) AS prompt_templates
+        """,
+        list(persona_ids),
+        list(arc_ids),
+        list(topic_ids),
+        list(template_ids),
+    )
+    assert row is not None
+    return {key: list(row[key]) for key in ("personas", "emotional_arcs", "training_topics", "prompt_templates")}
+
+
+# --- prompt templates --------------------------------------------------------------------------------------------
+
+
+async def upsert_template(conn: Connection, t: PromptTemplate) -> None:
+    """Inserts or updates a template by id."""
+    await conn.execute(
+        """
+        INSERT INTO prompt_templates (id, template_name, tier, arc_key, template_text, placeholders, active)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (id) DO UPDATE SET
+            template_name = EXCLUDED.template_name, tier = EXCLUDED.tier, arc_key = EXCLUDED.arc_key,
+            template_text = EXCLUDED.template_text, placeholders = EXCLUDED.placeholders, active = EXCLUDED.active,
+            updated_at = now()
+        """,
+        t.id,
+        t.template_name,
+        t.tier.value,
+        t.arc_key,
+        t.template_text,
+        list(t.placeholders),
+        t.active,
+    )
+
+
+async def get_template(conn: Connection, template_id: uuid.UUID) -> PromptTemplate | None:
+    """One template by id (active or not)."""
+    row = await conn.fetchrow("SELECT * FROM prompt_templates WHERE id = $1", template_id)
+    return _template(row) if row is not None else None
+
+
+async def select_template(conn: Connection, arc_key: str, tier: Tier) -> PromptTemplate | None:
+    """Auto-selection: an active template matching arc and tier, else one matching the arc alone."""
+    row = await conn.fetchrow(
+        """
+        SELECT * FROM prompt_templates
+        WHERE active AND arc_key = $1
+        ORDER BY (tier = $2) DESC, template_name
+        LIMIT 1
+        """,
+        arc_key,
+        tier.value,
+    )
+    return _template(row) if row is not None else None
+
+
+async def list_templates(conn: Connection, *, after_name: str, limit: int) -> list[PromptTemplate]:
+    """Templates ordered by template_name, after a name (keyset page)."""
+    rows = await conn.fetch(
+        "SELECT * FROM prompt_templates WHERE template_name > $1 ORDER BY template_name LIMIT $2", after_name, limit
+    )
+    return [_template(r) for r in rows]

@@ -1,0 +1,105 @@
+"""Server interceptors: every error leaves as a specific gRPC status with rich details, never UNKNOWN."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+from grpc.aio import AbortError
+
+from convgen import errors
+from convgen.logging_setup import log_context
+from convgen.rpc.status import status_code_for, to_rpc_status
+
+logger = logging.getLogger(__name__)
+
+# gRPC carries the message in a header; very long messages are cut so the status always gets through.
+MAX_STATUS_MESSAGE = 4000
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+def as_convgen_error(error: BaseException) -> errors.ConvgenError:
+    """The convgen error for any exception: itself, or Internal naming the unexpected exception."""
+    if isinstance(error, errors.ConvgenError):
+        return error
+    return errors.Internal(f"internal error: {type(error).__name__}: {error}", reason="UNEXPECTED_EXCEPTION")
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: errors.ConvgenError) -> None:
+    """Ends the call with the status mapped from a convgen error, details attached."""
+    status = to_rpc_status(error)
+    message = status.message
+    if len(message) > MAX_STATUS_MESSAGE:
+        message = message[: MAX_STATUS_MESSAGE - 3] + "..."
+        status.message = message
+    await context.abort(
+        status_code_for(error), message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    )
+
+
+def _log_failure(method: str, error: BaseException, elapsed_ms: float) -> None:
+    if isinstance(error, errors.ConvgenError):
+        code = status_code_for(error).name
+        level = logging.ERROR if code == "INTERNAL" else logging.INFO
+        logger.log(level, "%s failed: %s: %s", method, code, error.message, extra={"elapsed_ms": round(elapsed_ms, 1)})
+    else:
+        logger.error("%s raised unexpectedly", method, exc_info=error)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions raised by servicers to statuses and logs each call's outcome with its method."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        # Generated handlers are namedtuples; _replace swaps in the wrapped behaviour.
+        replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
+        if handler.unary_unary is not None:
+            return replace(unary_unary=_wrap_unary(method, cast(UnaryBehavior, handler.unary_unary)))
+        if handler.unary_stream is not None:
+            return replace(unary_stream=_wrap_stream(method, cast(StreamBehavior, handler.unary_stream)))
+        return handler
+
+
+def _wrap_unary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        with log_context(rpc=method):
+            try:
+                return await behavior(request, context)
+            except (AbortError, asyncio.CancelledError):
+                raise
+            except Exception as error:  # noqa: BLE001 - the last line of defence: nothing may end in UNKNOWN
+                _log_failure(method, error, (time.perf_counter() - started) * 1000)
+                await abort_with(context, as_convgen_error(error))
+
+    return wrapped
+
+
+def _wrap_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        with log_context(rpc=method):
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except (AbortError, asyncio.CancelledError):
+                raise
+            except Exception as error:  # noqa: BLE001 - the last line of defence: nothing may end in UNKNOWN
+                _log_failure(method, error, (time.perf_counter() - started) * 1000)
+                await abort_with(context, as_convgen_error(error))
+
+    return wrapped

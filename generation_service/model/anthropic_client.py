@@ -1,0 +1,239 @@
+"""The Claude adapter: one AsyncAnthropic per process, errors read once and classified by HTTP status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+
+from convgen.errors import ConvgenError, FailedPrecondition
+from generation_service.model.errors import (
+    ModelAuthenticationFailed,
+    ModelOverloaded,
+    ModelPermissionDenied,
+    ModelRateLimited,
+    ModelRequestRejected,
+    ModelTimeout,
+    ModelUnavailable,
+)
+from generation_service.model.pacing import RequestPacer
+from generation_service.model.port import ModelRequest, ModelResponse, TokenUsage
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff and full jitter; retry-after wins when the provider sends it."""
+
+    max_attempts: int = 4
+    base_seconds: float = 1.0
+    max_seconds: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait after the given (1-based) failed attempt."""
+        backoff = min(self.max_seconds, self.base_seconds * (2 ** (attempt - 1)))
+        jittered = rng.uniform(backoff / 2, backoff)
+        if retry_after is not None:
+            return min(max(retry_after, jittered), max(self.max_seconds, retry_after))
+        return jittered
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One failed attempt, read once: what to say, whether to retry, and how long the provider asked us to wait."""
+
+    status: int | None
+    error_type: str
+    message: str
+    transient: bool
+    retry_after: float | None
+    request_id: str | None
+
+
+class AnthropicModelClient:
+    """Calls the Messages API with prompt caching on the system part; retries transient failures itself."""
+
+    def __init__(
+        self,
+        client: anthropic.AsyncAnthropic,
+        *,
+        model: str,
+        retry: RetryPolicy,
+        pacer: RequestPacer,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self._model = model
+        self._retry = retry
+        self._pacer = pacer
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    @property
+    def name(self) -> str:
+        """The configured Claude model."""
+        return self._model
+
+    async def close(self) -> None:
+        """Closes the SDK's HTTP client."""
+        await self._client.close()
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Calls the model, retrying 429, 529, 5xx, timeouts and resets with backoff; raises a classified error."""
+        failure: _Failure | None = None
+        for attempt in range(1, self._retry.max_attempts + 1):
+            async with self._pacer.slot():
+                try:
+                    return await self._call(request, attempt)
+                except anthropic.APIStatusError as error:
+                    self._pacer.observe(_headers(error.response.headers))
+                    failure = _status_failure(error)
+                except anthropic.APITimeoutError:
+                    failure = _Failure(None, "timeout", "request timed out", True, None, None)
+                except anthropic.APIConnectionError as error:
+                    failure = _Failure(None, "connection_error", _connection_text(error), True, None, None)
+            if not failure.transient:
+                raise _final_error(failure, attempt)
+            if failure.status in (429, 529) and failure.retry_after is not None:
+                self._pacer.cool_down(failure.retry_after)
+            if attempt < self._retry.max_attempts:
+                delay = self._retry.delay(attempt, failure.retry_after, self._rng)
+                logger.info(
+                    "model call attempt %d failed (%s); retrying in %.1fs",
+                    attempt,
+                    _describe(failure),
+                    delay,
+                    extra={"request_id": request.request_id},
+                )
+                await self._sleep(delay)
+        assert failure is not None
+        raise _final_error(failure, self._retry.max_attempts)
+
+    async def _call(self, request: ModelRequest, attempt: int) -> ModelResponse:
+        raw = await self._client.messages.with_raw_response.create(
+            model=self._model,
+            max_tokens=request.max_tokens,
+            # The system part is the same for every conversation: cache it.
+            system=[{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": request.prompt}],
+        )
+        body = await raw.read()
+        headers = _headers(raw.headers)
+        self._pacer.observe(headers)
+        message = await raw.parse()
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = message.usage
+        return ModelResponse(
+            raw_body=body,
+            text=text,
+            stop_reason=message.stop_reason,
+            model=message.model or self._model,
+            usage=TokenUsage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+            ),
+            attempts=attempt,
+            headers=headers,
+        )
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _status_failure(error: anthropic.APIStatusError) -> _Failure:
+    """Classifies an HTTP error once, from its status code and the body the SDK already read."""
+    status = error.status_code
+    headers = _headers(error.response.headers)
+    body = error.body
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        detail = body["error"]
+        error_type = str(detail.get("type") or "error")
+        message = str(detail.get("message") or "")
+    else:
+        content_type = headers.get("content-type", "unknown content type").split(";")[0]
+        error_type = "non_json_body"
+        message = f"non-JSON {content_type} body: {_summarise_body(body)}"
+    return _Failure(
+        status=status,
+        error_type=error_type,
+        message=message,
+        transient=status in TRANSIENT_STATUSES or status >= 500,
+        retry_after=_retry_after(headers),
+        request_id=headers.get("request-id"),
+    )
+
+
+def _summarise_body(body: object) -> str:
+    text = body if isinstance(body, str) else repr(body)
+    title = _TITLE.search(text)
+    if title:
+        return repr(" ".join(title.group(1).split()))
+    flat = " ".join(text.split())
+    return repr(flat[:120] + ("..." if len(flat) > 120 else ""))
+
+
+def _connection_text(error: anthropic.APIConnectionError) -> str:
+    cause = error.__cause__
+    return f"connection failed: {type(cause).__name__}: {cause}" if cause else "connection failed"
+
+
+def _describe(failure: _Failure) -> str:
+    if failure.status is None:
+        return f"anthropic {failure.error_type}: {failure.message}"
+    return f"anthropic {failure.status} {failure.error_type}: {failure.message}"
+
+
+def _final_error(failure: _Failure, attempts: int) -> ConvgenError:
+    """The convgen error for the last failure, with the provider's status, type and message."""
+    text = _describe(failure)
+    if failure.transient:
+        text += f" (after {attempts} attempt{'s' if attempts != 1 else ''})"
+    metadata = {
+        "step": "model_call",
+        "provider": "anthropic",
+        "provider_status": str(failure.status or ""),
+        "provider_error_type": failure.error_type,
+        "attempts": str(attempts),
+    }
+    if failure.request_id:
+        metadata["provider_request_id"] = failure.request_id
+    status, retry_after = failure.status, failure.retry_after
+    if status == 429:
+        return ModelRateLimited(text, metadata=metadata, retry_after=retry_after)
+    if status == 529:
+        return ModelOverloaded(text, metadata=metadata, retry_after=retry_after)
+    if status is None and failure.error_type == "timeout":
+        return ModelTimeout(text, metadata=metadata)
+    if status is None or failure.transient:
+        return ModelUnavailable(text, metadata=metadata, retry_after=retry_after)
+    if status == 401:
+        return ModelAuthenticationFailed(text, metadata=metadata)
+    if status == 403:
+        return ModelPermissionDenied(text, metadata=metadata)
+    if status == 402:
+        return FailedPrecondition(text, metadata=metadata, reason="MODEL_PAYMENT_REQUIRED")
+    return ModelRequestRejected(text, metadata=metadata)

@@ -1,0 +1,1 @@
+"""SQL for the generation service's tables, one module per table."""
