@@ -16,6 +16,8 @@ from convgen.db.database import Database
 from convgen.errors import InvalidArgument, NotFound
 from convgen.logging_setup import log_context
 from convgen.paging import decode_token, encode_token, position_field
+from convgen.rpc.convert import tier_from_proto
+from convgen.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, generation_pb2, generation_pb2_grpc
 from convgen.validation import (
     NIL_UUID,
     FieldChecks,
@@ -24,7 +26,6 @@ from convgen.validation import (
     page_size,
     require_uuid,
 )
-from convgen.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, generation_pb2, generation_pb2_grpc
 from generation_service import converters
 from generation_service.generator import ConversationGenerator, GenerationInput
 from generation_service.store import conversations
@@ -42,7 +43,7 @@ def parse_generation_parameters(checks: FieldChecks, params: common_pb2.Generati
         checks.check(require_uuid, f"{prefix}.persona_id", params.persona_id),
         checks.check(require_uuid, f"{prefix}.emotional_arc_id", params.emotional_arc_id),
         checks.check(require_uuid, f"{prefix}.training_topic_id", params.training_topic_id),
-        checks.check(converters.tier_from_proto, f"{prefix}.tier", params.tier, required=True),
+        checks.check(tier_from_proto, f"{prefix}.tier", params.tier, required=True),
         checks.check(optional_uuid, f"{prefix}.template_id", params.template_id),
     )
 
@@ -117,7 +118,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             persona_id=checks.check(optional_uuid, "persona_id", request.persona_id),
             emotional_arc_id=checks.check(optional_uuid, "emotional_arc_id", request.emotional_arc_id),
             training_topic_id=checks.check(optional_uuid, "training_topic_id", request.training_topic_id),
-            tier=checks.check(converters.tier_from_proto, "tier", request.tier, required=False),
+            tier=checks.check(tier_from_proto, "tier", request.tier, required=False),
             created_by=checks.check(optional_uuid, "created_by", request.created_by),
         )
         checks.raise_if_any()

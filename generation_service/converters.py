@@ -3,54 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
-from google.protobuf import timestamp_pb2
-
-from convgen.blobs import BlobRef, BlobStore
-from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
-from convgen.errors import InvalidArgument
+from convgen.blobs import BlobStore
+from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, TrainingTopic
+from convgen.rpc.convert import TIER_TO_PROTO, blob_location, timestamp
 from convgen.v1 import catalog_pb2, common_pb2, generation_pb2
 from generation_service.store.conversations import ConversationRow
-
-TIER_TO_PROTO: dict[Tier, common_pb2.Tier.ValueType] = {
-    Tier.TEMPLATE: common_pb2.TIER_TEMPLATE,
-    Tier.SCENARIO: common_pb2.TIER_SCENARIO,
-    Tier.EDGE_CASE: common_pb2.TIER_EDGE_CASE,
-}
-TIER_FROM_PROTO: dict[int, Tier] = {int(v): k for k, v in TIER_TO_PROTO.items()}
 
 _STATUS_TO_PROTO = {
     "completed": generation_pb2.PROCESSING_STATUS_COMPLETED,
     "needs_review": generation_pb2.PROCESSING_STATUS_NEEDS_REVIEW,
 }
-
-
-def tier_from_proto(field: str, value: int, *, required: bool) -> Tier | None:
-    """A Tier from its enum number; unset is an error when required, unknown numbers always are."""
-    if value == common_pb2.TIER_UNSPECIFIED:
-        if required:
-            raise InvalidArgument.for_field(field, "is required (TIER_TEMPLATE, TIER_SCENARIO or TIER_EDGE_CASE)")
-        return None
-    tier = TIER_FROM_PROTO.get(value)
-    if tier is None:
-        raise InvalidArgument.for_field(field, f"{value} is not a known Tier")
-    return tier
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A protobuf Timestamp, or None."""
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def blob_location(ref: BlobRef) -> common_pb2.BlobLocation:
-    """A BlobLocation message."""
-    return common_pb2.BlobLocation(bucket=ref.bucket, key=ref.key, uri=ref.uri)
 
 
 def stored_conversation(

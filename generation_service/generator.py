@@ -142,7 +142,9 @@ class ConversationGenerator:
             ]
             if missing:
                 raise NotFound("; ".join(missing), reason="CATALOG_ENTRY_NOT_FOUND")
-            assert persona is not None and arc is not None and topic is not None
+            assert persona is not None
+            assert arc is not None
+            assert topic is not None
             if request.template_id is not None and request.template_id != NIL_UUID:
                 template = await catalog.get_template(conn, request.template_id)
                 if template is None:
@@ -279,7 +281,11 @@ def _final_document(attempt: _Attempt, parsed: ParsedConversation, response: Mod
     return {
         **parsed.document,
         "input_parameters": {
-            "persona": {"id": str(subject.persona.id), "key": subject.persona.persona_key, "name": subject.persona.name},
+            "persona": {
+                "id": str(subject.persona.id),
+                "key": subject.persona.persona_key,
+                "name": subject.persona.name,
+            },
             "emotional_arc": {"id": str(subject.arc.id), "key": subject.arc.arc_key, "name": subject.arc.name},
             "training_topic": {"id": str(subject.topic.id), "key": subject.topic.topic_key, "name": subject.topic.name},
             "tier": attempt.request.tier.value,
@@ -296,4 +302,3 @@ def _final_document(attempt: _Attempt, parsed: ParsedConversation, response: Mod
             "generated_at": datetime.now(UTC).isoformat(),
         },
     }
-

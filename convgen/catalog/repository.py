@@ -121,7 +121,9 @@ async def upsert_arc(conn: Connection, a: EmotionalArc) -> None:
 
 async def list_arcs(conn: Connection, *, after_key: str, limit: int) -> list[EmotionalArc]:
     """Arcs ordered by arc_key, after a key (keyset page)."""
-    rows = await conn.fetch("SELECT * FROM emotional_arcs WHERE arc_key > $1 ORDER BY arc_key LIMIT $2", after_key, limit)
+    rows = await conn.fetch(
+        "SELECT * FROM emotional_arcs WHERE arc_key > $1 ORDER BY arc_key LIMIT $2", after_key, limit
+    )
     return [_arc(r) for r in rows]
 
 

@@ -78,7 +78,9 @@ class ServiceHost:
 
     async def start(self, port: int) -> int:
         """Binds (port 0 picks a free one), starts serving and marks every service SERVING; returns the port."""
-        reflection.enable_server_reflection([*self._service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], self.server)
+        reflection.enable_server_reflection(
+            [*self._service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], self.server
+        )
         address = f"{self.settings.listen_host}:{port}"
         credentials = server_credentials(self.settings)
         bound = (

@@ -42,6 +42,10 @@ class _BatchJobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchJo
     """Terminal: every item failed, or the stop-on-failure policy stopped the job."""
     BATCH_JOB_STATE_CANCELLED: _BatchJobState.ValueType  # 6
     """Terminal: cancelled by a caller."""
+    BATCH_JOB_STATE_STOPPING: _BatchJobState.ValueType  # 7
+    """Ending early (cancelled by a caller, or stopped by its error policy): queued items are already
+    cancelled and in-flight items are finishing. Becomes CANCELLED or FAILED when the last one ends.
+    """
 
 class BatchJobState(_BatchJobState, metaclass=_BatchJobStateEnumTypeWrapper):
     """BatchJobState is the lifecycle state of a job."""
@@ -60,6 +64,10 @@ BATCH_JOB_STATE_FAILED: BatchJobState.ValueType  # 5
 """Terminal: every item failed, or the stop-on-failure policy stopped the job."""
 BATCH_JOB_STATE_CANCELLED: BatchJobState.ValueType  # 6
 """Terminal: cancelled by a caller."""
+BATCH_JOB_STATE_STOPPING: BatchJobState.ValueType  # 7
+"""Ending early (cancelled by a caller, or stopped by its error policy): queued items are already
+cancelled and in-flight items are finishing. Becomes CANCELLED or FAILED when the last one ends.
+"""
 Global___BatchJobState: _TypeAlias = BatchJobState  # noqa: Y015
 
 class _BatchItemState:

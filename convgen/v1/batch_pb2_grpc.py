@@ -154,7 +154,8 @@ class BatchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelBatchJob(self, request, context):
-        """Cancels a job: queued items become cancelled, in-flight items finish.
+        """Cancels a job: queued items become cancelled at once; in-flight items finish (the job is STOPPING
+        meanwhile) and the job then becomes CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

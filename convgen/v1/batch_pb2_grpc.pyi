@@ -52,7 +52,9 @@ class BatchServiceStub:
     ResumeBatchJob: _grpc.UnaryUnaryMultiCallable[_batch_pb2.ResumeBatchJobRequest, _batch_pb2.BatchJob]
     """Starts a queued job or continues a paused one."""
     CancelBatchJob: _grpc.UnaryUnaryMultiCallable[_batch_pb2.CancelBatchJobRequest, _batch_pb2.BatchJob]
-    """Cancels a job: queued items become cancelled, in-flight items finish."""
+    """Cancels a job: queued items become cancelled at once; in-flight items finish (the job is STOPPING
+    meanwhile) and the job then becomes CANCELLED.
+    """
     RetryFailedItems: _grpc.UnaryUnaryMultiCallable[_batch_pb2.RetryFailedItemsRequest, _batch_pb2.RetryFailedItemsResponse]
     """Re-queues the failed items of a job (all, or the listed ones) and runs the job again."""
     GetBatchJobLog: _grpc.UnaryUnaryMultiCallable[_batch_pb2.GetBatchJobLogRequest, _batch_pb2.BatchJobLog]
@@ -82,7 +84,9 @@ class BatchServiceAsyncStub(BatchServiceStub):
     ResumeBatchJob: _aio.UnaryUnaryMultiCallable[_batch_pb2.ResumeBatchJobRequest, _batch_pb2.BatchJob]  # type: ignore[assignment]
     """Starts a queued job or continues a paused one."""
     CancelBatchJob: _aio.UnaryUnaryMultiCallable[_batch_pb2.CancelBatchJobRequest, _batch_pb2.BatchJob]  # type: ignore[assignment]
-    """Cancels a job: queued items become cancelled, in-flight items finish."""
+    """Cancels a job: queued items become cancelled at once; in-flight items finish (the job is STOPPING
+    meanwhile) and the job then becomes CANCELLED.
+    """
     RetryFailedItems: _aio.UnaryUnaryMultiCallable[_batch_pb2.RetryFailedItemsRequest, _batch_pb2.RetryFailedItemsResponse]  # type: ignore[assignment]
     """Re-queues the failed items of a job (all, or the listed ones) and runs the job again."""
     GetBatchJobLog: _aio.UnaryUnaryMultiCallable[_batch_pb2.GetBatchJobLogRequest, _batch_pb2.BatchJobLog]  # type: ignore[assignment]
@@ -163,7 +167,9 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.CancelBatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.BatchJob, _abc.Awaitable[_batch_pb2.BatchJob]]:
-        """Cancels a job: queued items become cancelled, in-flight items finish."""
+        """Cancels a job: queued items become cancelled at once; in-flight items finish (the job is STOPPING
+        meanwhile) and the job then becomes CANCELLED.
+        """
 
     @_abc_1.abstractmethod
     def RetryFailedItems(

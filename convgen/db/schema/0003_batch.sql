@@ -6,7 +6,9 @@ CREATE TABLE batch_jobs (
     request_id                  TEXT UNIQUE,
     created_by                  UUID NOT NULL,
     state                       TEXT NOT NULL
-        CHECK (state IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')),
+        CHECK (state IN ('queued', 'running', 'paused', 'stopping', 'completed', 'failed', 'cancelled')),
+    -- Set while stopping: the terminal state the job takes when its last in-flight item ends.
+    stop_target                 TEXT CHECK (stop_target IN ('failed', 'cancelled')),
     error_policy                TEXT NOT NULL CHECK (error_policy IN ('continue', 'stop_on_failure')),
     concurrency                 INT NOT NULL CHECK (concurrency > 0),
     max_attempts                INT NOT NULL CHECK (max_attempts > 0),
@@ -35,6 +37,7 @@ CREATE TABLE batch_jobs (
 
 CREATE INDEX batch_jobs_listing ON batch_jobs (created_at DESC, id DESC);
 CREATE INDEX batch_jobs_by_state ON batch_jobs (state, created_at DESC, id DESC);
+CREATE INDEX batch_jobs_runnable ON batch_jobs (created_at) WHERE state = 'running';
 CREATE INDEX batch_jobs_log_pending ON batch_jobs (terminal_sequence) WHERE log_uploaded_sequence < terminal_sequence;
 
 CREATE TABLE batch_items (

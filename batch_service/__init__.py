@@ -1,0 +1,1 @@
+"""The batch service: durable, concurrent batch jobs of conversation generations."""

@@ -1,0 +1,152 @@
+"""The batch service's client of GenerationService: one channel per process, errors classified by status code."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from batch_service.domain import ItemParameters, Usage
+from convgen.rpc.convert import TIER_TO_PROTO
+from convgen.settings import Settings
+from convgen.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+
+# Codes worth another attempt: the generation service or the model is busy, down or slow right now.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A stored conversation as the batch service needs it: both keys, kept apart."""
+
+    pk: uuid.UUID
+    business_key: uuid.UUID
+    usage: Usage
+
+
+class GenerationFailed(Exception):
+    """A GenerateConversation call failed: the status code, the step it names and the full message."""
+
+    def __init__(
+        self, *, code: str, message: str, step: str | None, transient: bool, retry_after: float | None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.step = step
+        self.transient = transient
+        self.retry_after = retry_after
+
+    def describe(self) -> str:
+        """CODE (step X): message."""
+        step = f" (step {self.step})" if self.step else ""
+        return f"{self.code}{step}: {self.message}"
+
+
+def channel_options(settings: Settings) -> list[tuple[str, Any]]:
+    """Options of the channel to the generation service (round-robin across resolved replicas)."""
+    return [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def open_channel(settings: Settings) -> grpc.aio.Channel:
+    """The channel to GENERATION_TARGET, with TLS when GENERATION_TLS_CA_FILE is set."""
+    if settings.generation_tls_ca_file is None:
+        return grpc.aio.insecure_channel(settings.generation_target, options=channel_options(settings))
+    key = settings.generation_tls_key_file.read_bytes() if settings.generation_tls_key_file else None
+    cert = settings.generation_tls_cert_file.read_bytes() if settings.generation_tls_cert_file else None
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=settings.generation_tls_ca_file.read_bytes(), private_key=key, certificate_chain=cert
+    )
+    return grpc.aio.secure_channel(settings.generation_target, credentials, options=channel_options(settings))
+
+
+class GenerationClient:
+    """Calls GenerateConversation with a deadline, an idempotency key and the service's own token."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, deadline_seconds: float, token: str | None) -> None:
+        self._channel = channel
+        self._stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        self._deadline = deadline_seconds
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    async def close(self) -> None:
+        """Closes the channel."""
+        await self._channel.close()
+
+    async def generate(self, parameters: ItemParameters, *, request_id: str, created_by: uuid.UUID) -> Generated:
+        """Generates (or, for a repeated request_id, fetches) the item's conversation; raises GenerationFailed."""
+        request = generation_pb2.GenerateConversationRequest(
+            parameters=common_pb2.GenerationParameters(
+                persona_id=str(parameters.persona_id),
+                emotional_arc_id=str(parameters.emotional_arc_id),
+                training_topic_id=str(parameters.training_topic_id),
+                tier=TIER_TO_PROTO[parameters.tier],
+                template_id=str(parameters.template_id),
+            ),
+            request_id=request_id,
+            created_by=str(created_by),
+        )
+        try:
+            response = await self._stub.GenerateConversation(
+                request, timeout=self._deadline, metadata=self._metadata, wait_for_ready=False
+            )
+        except grpc.aio.AioRpcError as error:
+            raise classify(error) from error
+        usage = response.usage
+        return Generated(
+            pk=uuid.UUID(response.pk),
+            business_key=uuid.UUID(response.business_key),
+            usage=Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens,
+                cost_usd=Decimal(str(response.cost_usd)),
+            ),
+        )
+
+
+def classify(error: grpc.aio.AioRpcError) -> GenerationFailed:
+    """Reads the status once: code, message, the step from ErrorInfo and the delay from RetryInfo."""
+    code = error.code()
+    message = error.details() or "(no message)"
+    step: str | None = None
+    retry_after: float | None = None
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        status = None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                step = info.metadata.get("step") or None
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+    return GenerationFailed(
+        code=code.name, message=message, step=step, transient=code in TRANSIENT_CODES, retry_after=retry_after
+    )

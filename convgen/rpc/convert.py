@@ -1,0 +1,45 @@
+"""Proto conversions both services use: tiers, timestamps, blob locations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+
+from convgen.blobs import BlobRef
+from convgen.catalog.models import Tier
+from convgen.errors import InvalidArgument
+from convgen.v1 import common_pb2
+
+TIER_TO_PROTO: dict[Tier, common_pb2.Tier.ValueType] = {
+    Tier.TEMPLATE: common_pb2.TIER_TEMPLATE,
+    Tier.SCENARIO: common_pb2.TIER_SCENARIO,
+    Tier.EDGE_CASE: common_pb2.TIER_EDGE_CASE,
+}
+TIER_FROM_PROTO: dict[int, Tier] = {int(v): k for k, v in TIER_TO_PROTO.items()}
+
+
+def tier_from_proto(field: str, value: int, *, required: bool) -> Tier | None:
+    """A Tier from its enum number; unset is an error when required, unknown numbers always are."""
+    if value == common_pb2.TIER_UNSPECIFIED:
+        if required:
+            raise InvalidArgument.for_field(field, "is required (TIER_TEMPLATE, TIER_SCENARIO or TIER_EDGE_CASE)")
+        return None
+    tier = TIER_FROM_PROTO.get(value)
+    if tier is None:
+        raise InvalidArgument.for_field(field, f"{value} is not a known Tier")
+    return tier
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A protobuf Timestamp, or None."""
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def blob_location(ref: BlobRef) -> common_pb2.BlobLocation:
+    """A BlobLocation message."""
+    return common_pb2.BlobLocation(bucket=ref.bucket, key=ref.key, uri=ref.uri)
