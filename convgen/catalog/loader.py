@@ -138,4 +138,3 @@ async def load_catalog(
                 "file", f"catalog conflicts with stored entries: {error.detail or error}"
             ) from error
     return LoadSummary(len(catalog.personas), len(catalog.emotional_arcs), len(catalog.training_topics), len(records))
-

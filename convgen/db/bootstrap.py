@@ -40,9 +40,7 @@ async def resolve_dsn(settings: Settings) -> tuple[str, EmbeddedPostgres | None]
 async def open_database(settings: Settings, *, run_migrations: bool = True) -> DatabaseHandle:
     """Connects a pool and applies pending migrations."""
     dsn, embedded = await resolve_dsn(settings)
-    db = await Database.connect(
-        dsn, min_size=settings.database_pool_min_size, max_size=settings.database_pool_max_size
-    )
+    db = await Database.connect(dsn, min_size=settings.database_pool_min_size, max_size=settings.database_pool_max_size)
     if run_migrations:
         async with db.connection() as conn:
             applied = await migrate(conn)
