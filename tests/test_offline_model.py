@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import pytest
 
@@ -174,13 +173,3 @@ async def test_implements_the_model_client_port() -> None:
     assert client.name == "offline-synthetic"
     await client.close()
 
-
-async def test_a_call_takes_well_under_a_millisecond() -> None:
-    client = OfflineModelClient()
-    requests = [_request(s, f"speed-{n}") for n, s in enumerate(catalog_fixtures.all_subjects())]
-    started = time.perf_counter()
-    for request in requests:
-        await client.complete(request)
-    per_call = (time.perf_counter() - started) / len(requests)
-    # About 0.1 ms on a laptop; the bound is loose so a busy CI machine does not fail it.
-    assert per_call < 0.002
