@@ -1,0 +1,126 @@
+"""The filesystem blob store: a bucket is a directory under the root, a key is a relative path in it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from convgen.blobs.port import BlobNotFound, BlobRef, BlobStoreUnavailable, InvalidBlobKey, check_key
+
+# Reading a key that is a directory, or under a file, of other keys (e.g. "a" when "a/b" exists) finds no blob.
+_MISSING = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+
+
+def _check_bucket(bucket: str) -> None:
+    # The port validates buckets only together with a key; any valid key will do here.
+    check_key(bucket, "bucket")
+
+
+class FileBlobStore:
+    """Blobs as files under root/bucket/key, written atomically (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = Path(os.path.abspath(root))
+
+    @property
+    def root(self) -> Path:
+        """The absolute root directory."""
+        return self._root
+
+    async def put(self, bucket: str, key: str, data: bytes, *, content_type: str) -> BlobRef:
+        """Writes (or overwrites) a blob atomically and returns where it is."""
+        path = self._path(bucket, key)
+        await asyncio.to_thread(self._put_sync, bucket, key, path, data)
+        return self.locate(bucket, key)
+
+    async def get(self, bucket: str, key: str) -> bytes:
+        """Reads a whole blob; BlobNotFound if absent."""
+        path = self._path(bucket, key)
+        return await asyncio.to_thread(self._get_sync, bucket, key, path)
+
+    async def exists(self, bucket: str, key: str) -> bool:
+        """True when a blob is at bucket/key."""
+        path = self._path(bucket, key)
+        return await asyncio.to_thread(self._exists_sync, bucket, key, path)
+
+    def locate(self, bucket: str, key: str) -> BlobRef:
+        """The reference a blob at bucket/key has (whether or not it exists)."""
+        return BlobRef(bucket=bucket, key=key, uri=self._path(bucket, key).as_uri())
+
+    async def ensure_buckets(self, buckets: list[str]) -> None:
+        """Creates the bucket directories that do not exist."""
+        for bucket in buckets:
+            _check_bucket(bucket)
+        await asyncio.to_thread(self._ensure_sync, buckets)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def _path(self, bucket: str, key: str) -> Path:
+        check_key(bucket, key)
+        path = self._root / bucket / key
+        # check_key already forbids '..' and absolute keys; this guards against a future change to it.
+        if os.path.commonpath([self._root, path]) != str(self._root):
+            raise InvalidBlobKey(f"blob key {key!r} escapes the blob root")
+        return path
+
+    def _confine(self, what: str, path: Path) -> None:
+        """Raises InvalidBlobKey when path, with symlinks followed, leaves the root."""
+        real_root = os.path.realpath(self._root)
+        if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+            raise InvalidBlobKey(f"{what} resolves outside the blob root")
+
+    def _put_sync(self, bucket: str, key: str, path: Path, data: bytes) -> None:
+        try:
+            self._confine(f"blob {bucket}/{key}", path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The path may have gained a symlinked directory between the check above and mkdir.
+            self._confine(f"blob {bucket}/{key}", path)
+            # A leading '.' is not a valid key segment, so a temp file can never be mistaken for a blob.
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as tmp:
+                    tmp.write(data)
+                    tmp.flush()
+                    os.fsync(tmp.fileno())
+                os.replace(tmp_name, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+                raise
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"put of blob {bucket}/{key} failed: {_cause(exc)}") from exc
+
+    def _get_sync(self, bucket: str, key: str, path: Path) -> bytes:
+        try:
+            self._confine(f"blob {bucket}/{key}", path)
+            return path.read_bytes()
+        except OSError as exc:
+            if exc.errno in _MISSING:
+                raise BlobNotFound(f"no blob at bucket {bucket!r} key {key!r}") from exc
+            raise BlobStoreUnavailable(f"get of blob {bucket}/{key} failed: {_cause(exc)}") from exc
+
+    def _exists_sync(self, bucket: str, key: str, path: Path) -> bool:
+        try:
+            self._confine(f"blob {bucket}/{key}", path)
+            return path.is_file()
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"exists of blob {bucket}/{key} failed: {_cause(exc)}") from exc
+
+    def _ensure_sync(self, buckets: list[str]) -> None:
+        for bucket in buckets:
+            path = self._root / bucket
+            try:
+                self._confine(f"bucket {bucket}", path)
+                path.mkdir(parents=True, exist_ok=True)
+                self._confine(f"bucket {bucket}", path)
+            except OSError as exc:
+                raise BlobStoreUnavailable(f"ensure_buckets of bucket {bucket!r} failed: {_cause(exc)}") from exc
+
+
+def _cause(exc: OSError) -> str:
+    return f"{type(exc).__name__}: {exc}"
