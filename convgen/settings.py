@@ -193,7 +193,12 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for log redaction."""
-        values = [self.anthropic_api_key, self.aws_secret_access_key, self.generation_auth_token]
+        values = [
+            self.anthropic_api_key,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.generation_auth_token,
+        ]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         return found + sorted(self.accepted_tokens)
 

@@ -264,3 +264,17 @@ async def list_templates(conn: Connection, *, after_name: str, limit: int) -> li
         "SELECT * FROM prompt_templates WHERE template_name > $1 ORDER BY template_name LIMIT $2", after_name, limit
     )
     return [_template(r) for r in rows]
+
+
+async def arcs_without_templates(conn: Connection, arc_ids: Sequence[uuid.UUID]) -> list[str]:
+    """arc_keys of the given arcs that no active template serves (auto-selection would fail for them)."""
+    rows = await conn.fetch(
+        """
+        SELECT a.arc_key FROM emotional_arcs a
+        WHERE a.id = ANY($1::uuid[])
+          AND NOT EXISTS (SELECT 1 FROM prompt_templates t WHERE t.active AND t.arc_key = a.arc_key)
+        ORDER BY a.arc_key
+        """,
+        list(arc_ids),
+    )
+    return [r["arc_key"] for r in rows]

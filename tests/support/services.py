@@ -1,0 +1,97 @@
+"""Runs the real services in-process on OS-assigned ports, reached over real gRPC channels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from batch_service.app import BatchApp
+from convgen.settings import Settings
+from convgen.v1 import batch_pb2_grpc, catalog_pb2_grpc, generation_pb2_grpc
+from generation_service.app import GenerationApp
+
+
+def test_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for an in-process test: given database, file blobs under data_dir, offline model, quick timings."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "convgen_data_dir": data_dir,
+        "blob_store": "file",
+        "model_client": "offline",
+        "listen_host": "127.0.0.1",
+        "generation_port": 0,
+        "batch_port": 0,
+        "log_format": "text",
+        "database_pool_min_size": 1,
+        "database_pool_max_size": 10,
+        "batch_lease_seconds": 5.0,
+        "batch_poll_seconds": 0.5,
+        "batch_retry_base_seconds": 0.05,
+        "batch_retry_max_seconds": 0.2,
+        "model_retry_base_seconds": 0.01,
+        "model_retry_max_seconds": 0.05,
+        "shutdown_grace_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]
+
+
+@dataclass
+class Services:
+    """Running services and channels to them."""
+
+    settings: Settings
+    generation: GenerationApp | None
+    batch: BatchApp | None
+    generation_channel: grpc.aio.Channel | None
+    batch_channel: grpc.aio.Channel | None
+
+    @property
+    def generation_stub(self) -> generation_pb2_grpc.GenerationServiceStub:
+        """A stub on the generation service."""
+        assert self.generation_channel is not None
+        return generation_pb2_grpc.GenerationServiceStub(self.generation_channel)
+
+    @property
+    def catalog_stub(self) -> catalog_pb2_grpc.CatalogServiceStub:
+        """A stub on the catalog service (hosted by the generation service)."""
+        assert self.generation_channel is not None
+        return catalog_pb2_grpc.CatalogServiceStub(self.generation_channel)
+
+    @property
+    def batch_stub(self) -> batch_pb2_grpc.BatchServiceStub:
+        """A stub on the batch service."""
+        assert self.batch_channel is not None
+        return batch_pb2_grpc.BatchServiceStub(self.batch_channel)
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings, *, batch: bool = True, log_sweep_seconds: float = 0.5
+) -> AsyncIterator[Services]:
+    """Starts the generation service (and the batch service pointed at it); stops both afterwards."""
+    generation = await GenerationApp.start(settings)
+    generation_channel = grpc.aio.insecure_channel(f"127.0.0.1:{generation.port}")
+    batch_app: BatchApp | None = None
+    batch_channel: grpc.aio.Channel | None = None
+    try:
+        if batch:
+            batch_settings = settings.model_copy(update={"generation_target": f"127.0.0.1:{generation.port}"})
+            batch_app = await BatchApp.start(batch_settings, log_sweep_seconds=log_sweep_seconds)
+            batch_channel = grpc.aio.insecure_channel(f"127.0.0.1:{batch_app.port}")
+        yield Services(settings, generation, batch_app, generation_channel, batch_channel)
+    finally:
+        if batch_channel is not None:
+            await batch_channel.close()
+        if batch_app is not None:
+            await batch_app.stop(0.5)
+        await generation_channel.close()
+        await generation.stop(0.5)
