@@ -82,7 +82,7 @@ class BatchApp:
             ),
         )
         notifications = Notifications(handle.dsn, on_work=engine.wake)
-        host = ServiceHost(settings, name="batch service")
+        host = ServiceHost(settings, name="batch service", key="batch")
         host.add(
             batch_pb2_grpc.add_BatchServiceServicer_to_server,
             BatchServicer(

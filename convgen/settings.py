@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight calls and items may take to finish."
     )
+    ready_file: Path | None = Field(
+        default=None,
+        description="When set, each service appends 'NAME HOST:PORT' to this file once it serves (for supervisors "
+        "and tests that start services on port 0).",
+    )
     instance_name: str = Field(
         default_factory=_default_instance_name,
         description="Name of this process in leases and logs; defaults to hostname-pid.",

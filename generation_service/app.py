@@ -63,7 +63,7 @@ class GenerationApp:
             claims,
             GeneratorConfig(conversation_bucket=settings.conversation_bucket, max_tokens=settings.model_max_tokens),
         )
-        host = ServiceHost(settings, name="generation service")
+        host = ServiceHost(settings, name="generation service", key="generation")
         host.add(
             generation_pb2_grpc.add_GenerationServiceServicer_to_server,
             GenerationServicer(generator, database, store, settings.max_page_size),

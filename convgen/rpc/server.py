@@ -59,10 +59,12 @@ class ServiceHost:
         settings: Settings,
         *,
         name: str,
+        key: str,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.settings = settings
         self.name = name
+        self.key = key
         self.server = grpc.aio.server(
             interceptors=[*interceptors, ErrorInterceptor()], options=server_options(settings)
         )
@@ -94,6 +96,9 @@ class ServiceHost:
         await self.server.start()
         for service in ["", *self._service_names]:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.settings.ready_file is not None:
+            with self.settings.ready_file.open("a", encoding="utf-8") as ready:
+                ready.write(f"{self.key} {self.settings.listen_host}:{bound}\n")
         logger.info(
             "%s listening on %s:%d (%s)",
             self.name,

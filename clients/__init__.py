@@ -1,0 +1,1 @@
+"""convgen clients: the asyncio client library and the convgen command line."""

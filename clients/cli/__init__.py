@@ -1,0 +1,1 @@
+"""The convgen command line."""
