@@ -253,7 +253,11 @@ async def claim(
             job_id,
             [
                 ItemChange(
-                    i, EventKind.PROCESSING, _CLAIM, attempt=i.attempts, message=f"processing (attempt {i.attempts})"
+                    i,
+                    EventKind.PROCESSING,
+                    _CLAIM,
+                    attempt=i.attempts,
+                    message=f"processing (attempt {i.attempts}) on worker {owner}",
                 )
                 for i in claimed
             ],

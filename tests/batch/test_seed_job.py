@@ -50,7 +50,7 @@ async def test_seed_job_completes_with_primary_keys_in_the_foreign_key(
 
     log = await services.batch_stub.GetBatchJobLog(batch_pb2.GetBatchJobLogRequest(job_id=job.id))
     assert "summary: 8 items: 8 completed, 0 failed, 0 cancelled" in log.text
-    assert log.text.count(" processing (attempt 1)") == 8
+    assert log.text.count(" processing (attempt 1) on worker ") == 8
     assert log.text.count(" completed (attempt 1)") == 8
     # The upload runs right after the terminal transaction commits.
     async with asyncio.timeout(10):
