@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, description="Messages API base URL; unset means Anthropic's own."
     )
-    anthropic_model: str = Field(default="claude-sonnet-4-5", description="Claude model name.")
+    anthropic_model: str = Field(default="claude-sonnet-5-5", description="Claude model name.")
     model_max_tokens: int = Field(default=8192, ge=256, le=64000, description="max_tokens per model call.")
     model_timeout_seconds: float = Field(default=180.0, gt=0, description="Timeout of one model HTTP call.")
     model_max_attempts: int = Field(

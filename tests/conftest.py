@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from convgen.db.database import Database
+from tests.support.messages_api import FakeMessagesApi
+from tests.support.moto_s3 import MotoS3Server
 from tests.support.postgres import PostgresForTests
 
 
@@ -32,3 +34,19 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = await Database.connect(database_url, min_size=1, max_size=10)
     yield database
     await database.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3Server]:
+    """moto's S3 over HTTP on an OS-assigned port, shared by the session."""
+    server = MotoS3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeMessagesApi]:
+    """A local server speaking the Anthropic Messages API, with fault injection."""
+    async with FakeMessagesApi() as api:
+        yield api

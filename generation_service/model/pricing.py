@@ -18,8 +18,12 @@ class Price:
     cache_read: Decimal
 
 
-# Matched by prefix, longest first. Update when Anthropic's price list changes.
+# Matched by prefix, longest first. Estimates from Anthropic's published per-tier prices (Opus, Sonnet, Haiku);
+# update when the price list changes.
 _PRICES: dict[str, Price] = {
+    "claude-opus-5": Price(Decimal("15"), Decimal("75"), Decimal("18.75"), Decimal("1.50")),
+    "claude-sonnet-5": Price(Decimal("3"), Decimal("15"), Decimal("3.75"), Decimal("0.30")),
+    "claude-haiku-5": Price(Decimal("1"), Decimal("5"), Decimal("1.25"), Decimal("0.10")),
     "claude-opus-4": Price(Decimal("15"), Decimal("75"), Decimal("18.75"), Decimal("1.50")),
     "claude-sonnet-4": Price(Decimal("3"), Decimal("15"), Decimal("3.75"), Decimal("0.30")),
     "claude-3-7-sonnet": Price(Decimal("3"), Decimal("15"), Decimal("3.75"), Decimal("0.30")),

@@ -35,15 +35,6 @@ class StoreHarness:
     everything: Callable[[], Awaitable[set[str]]]
 
 
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3Server]:
-    """moto's S3 over HTTP on an OS-assigned port, shared by the session."""
-    server = MotoS3Server()
-    server.start()
-    yield server
-    server.stop()
-
-
 async def open_s3_store(
     endpoint_url: str,
     *,

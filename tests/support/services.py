@@ -75,16 +75,23 @@ class Services:
 
 @asynccontextmanager
 async def running_services(
-    settings: Settings, *, batch: bool = True, log_sweep_seconds: float = 0.5
+    settings: Settings,
+    *,
+    batch: bool = True,
+    log_sweep_seconds: float = 0.5,
+    generation_overrides: dict[str, Any] | None = None,
+    batch_overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[Services]:
     """Starts the generation service (and the batch service pointed at it); stops both afterwards."""
-    generation = await GenerationApp.start(settings)
+    generation = await GenerationApp.start(settings.model_copy(update=generation_overrides or {}))
     generation_channel = grpc.aio.insecure_channel(f"127.0.0.1:{generation.port}")
     batch_app: BatchApp | None = None
     batch_channel: grpc.aio.Channel | None = None
     try:
         if batch:
-            batch_settings = settings.model_copy(update={"generation_target": f"127.0.0.1:{generation.port}"})
+            batch_settings = settings.model_copy(
+                update={**(batch_overrides or {}), "generation_target": f"127.0.0.1:{generation.port}"}
+            )
             batch_app = await BatchApp.start(batch_settings, log_sweep_seconds=log_sweep_seconds)
             batch_channel = grpc.aio.insecure_channel(f"127.0.0.1:{batch_app.port}")
         yield Services(settings, generation, batch_app, generation_channel, batch_channel)
@@ -95,3 +102,13 @@ async def running_services(
             await batch_app.stop(0.5)
         await generation_channel.close()
         await generation.stop(0.5)
+
+
+def claude_settings(base_url: str) -> dict[str, Any]:
+    """Overrides that make the generation service call the Messages API at base_url through the real SDK."""
+    return {
+        "model_client": "anthropic",
+        "anthropic_api_key": "test-key",
+        "anthropic_base_url": base_url,
+        "model_timeout_seconds": 10.0,
+    }
