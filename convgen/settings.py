@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -176,6 +176,10 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed (the environment is not read again)."""
+        return Settings.model_validate({**self.model_dump(), **changes})
 
     @property
     def blob_root(self) -> Path:

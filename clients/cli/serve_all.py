@@ -19,7 +19,7 @@ async def serve_all(settings: Settings) -> None:
     handle = await open_database(settings)
     blobs = await open_blob_store(settings)
     generation = await GenerationApp.start(settings, db=handle.db, blobs=blobs)
-    local = settings.model_copy(update={"generation_target": f"127.0.0.1:{generation.port}"})
+    local = settings.with_overrides(generation_target=f"127.0.0.1:{generation.port}")
     batch = await BatchApp.start(local, database=handle, blobs=blobs)
     signal_name = await wait_for_termination_signal()
     logger.info("%s received: shutting down (grace %.0fs)", signal_name, settings.shutdown_grace_seconds)

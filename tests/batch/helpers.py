@@ -41,7 +41,7 @@ async def wait_terminal(
 ) -> batch_pb2.BatchJob:
     """Watches the job until its terminal event and returns the job then."""
     async with asyncio.timeout(within):
-        call = stub.WatchBatchJob(batch_pb2.WatchBatchJobRequest(job_id=job_id, after_sequence=0))
+        call = stub.WatchBatchJob(batch_pb2.WatchBatchJobRequest(job_id=job_id))
         async for _event in call:
             pass
         return await stub.GetBatchJob(batch_pb2.GetBatchJobRequest(job_id=job_id))

@@ -83,14 +83,14 @@ async def running_services(
     batch_overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[Services]:
     """Starts the generation service (and the batch service pointed at it); stops both afterwards."""
-    generation = await GenerationApp.start(settings.model_copy(update=generation_overrides or {}))
+    generation = await GenerationApp.start(settings.with_overrides(**(generation_overrides or {})))
     generation_channel = grpc.aio.insecure_channel(f"127.0.0.1:{generation.port}")
     batch_app: BatchApp | None = None
     batch_channel: grpc.aio.Channel | None = None
     try:
         if batch:
-            batch_settings = settings.model_copy(
-                update={**(batch_overrides or {}), "generation_target": f"127.0.0.1:{generation.port}"}
+            batch_settings = settings.with_overrides(
+                **{**(batch_overrides or {}), "generation_target": f"127.0.0.1:{generation.port}"}
             )
             batch_app = await BatchApp.start(batch_settings, log_sweep_seconds=log_sweep_seconds)
             batch_channel = grpc.aio.insecure_channel(f"127.0.0.1:{batch_app.port}")
