@@ -172,4 +172,3 @@ async def test_implements_the_model_client_port() -> None:
     client: ModelClient = OfflineModelClient()
     assert client.name == "offline-synthetic"
     await client.close()
-

@@ -1,0 +1,46 @@
+"""The generation service answers grpc.health.v1 and lists its services through server reflection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.support.services import Services, running_services, test_settings
+
+
+@pytest.fixture
+async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    async with running_services(test_settings(database_url, tmp_path)) as running:
+        yield running
+
+
+@pytest.mark.parametrize("service", ["", "convgen.v1.GenerationService", "convgen.v1.CatalogService"])
+async def test_health_check_answers_serving(services: Services, service: str) -> None:
+    assert services.generation_channel is not None
+    stub = health_pb2_grpc.HealthStub(services.generation_channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def list_services(channel: object) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    async for response in call:
+        return {s.name for s in response.list_services_response.service}
+    return set()
+
+
+async def test_reflection_lists_the_services(services: Services) -> None:
+    generation = await list_services(services.generation_channel)
+    assert {"convgen.v1.GenerationService", "convgen.v1.CatalogService", "grpc.health.v1.Health"} <= generation
+    batch = await list_services(services.batch_channel)
+    assert "convgen.v1.BatchService" in batch
+    assert services.batch_channel is not None
+    health = await health_pb2_grpc.HealthStub(services.batch_channel).Check(
+        health_pb2.HealthCheckRequest(service="convgen.v1.BatchService")
+    )
+    assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,46 @@
+"""The API lints with buf, the generated code is fresh, and the code passes ruff and mypy (strict)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
+def buf_binary() -> str | None:
+    local = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
+    return str(local) if local.exists() else shutil.which("buf")
+
+
+@pytest.mark.skipif(
+    buf_binary() is None, reason="buf is not installed (python3 dev.py test installs it when npm exists)"
+)
+def test_buf_lint_passes() -> None:
+    result = run(str(buf_binary()), "lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_code_is_fresh() -> None:
+    result = run(sys.executable, "scripts/generate_protos.py", "--check")
+    assert result.returncode == 0, f"run `python3 dev.py gen`:\n{result.stdout}{result.stderr}"
+
+
+def test_ruff_passes() -> None:
+    result = run(sys.executable, "-m", "ruff", "check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+    formatted = run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+def test_mypy_strict_passes() -> None:
+    result = run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
