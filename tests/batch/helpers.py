@@ -33,7 +33,8 @@ def seed_combination() -> batch_pb2.Combination:
 
 def seed_job_request(**fields: Any) -> batch_pb2.CreateBatchJobRequest:
     """CreateBatchJobRequest for the seed job, with field overrides."""
-    return batch_pb2.CreateBatchJobRequest(name="seed failing job", combination=seed_combination(), **fields)
+    fields.setdefault("name", "seed failing job")
+    return batch_pb2.CreateBatchJobRequest(combination=seed_combination(), **fields)
 
 
 async def wait_terminal(
