@@ -17,6 +17,7 @@ from batch_service.notifications import Notifications
 from convgen.blobs import BlobStore
 from convgen.blobs.factory import open_blob_store
 from convgen.db.bootstrap import DatabaseHandle, open_database
+from convgen.rpc.auth import auth_interceptor
 from convgen.rpc.server import ServiceHost, wait_for_termination_signal
 from convgen.settings import Settings
 from convgen.v1 import batch_pb2, batch_pb2_grpc
@@ -82,7 +83,9 @@ class BatchApp:
             ),
         )
         notifications = Notifications(handle.dsn, on_work=engine.wake)
-        host = ServiceHost(settings, name="batch service", key="batch")
+        host = ServiceHost(
+            settings, name="batch service", key="batch", interceptors=[auth_interceptor(settings, "batch")]
+        )
         host.add(
             batch_pb2_grpc.add_BatchServiceServicer_to_server,
             BatchServicer(

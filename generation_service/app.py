@@ -9,6 +9,7 @@ from convgen.blobs import BlobStore
 from convgen.blobs.factory import open_blob_store
 from convgen.db.bootstrap import DatabaseHandle, open_database
 from convgen.db.database import Database
+from convgen.rpc.auth import auth_interceptor
 from convgen.rpc.server import ServiceHost, wait_for_termination_signal
 from convgen.settings import Settings
 from convgen.v1 import catalog_pb2, catalog_pb2_grpc, generation_pb2, generation_pb2_grpc
@@ -63,7 +64,12 @@ class GenerationApp:
             claims,
             GeneratorConfig(conversation_bucket=settings.conversation_bucket, max_tokens=settings.model_max_tokens),
         )
-        host = ServiceHost(settings, name="generation service", key="generation")
+        host = ServiceHost(
+            settings,
+            name="generation service",
+            key="generation",
+            interceptors=[auth_interceptor(settings, "generation")],
+        )
         host.add(
             generation_pb2_grpc.add_GenerationServiceServicer_to_server,
             GenerationServicer(generator, database, store, settings.max_page_size),

@@ -23,6 +23,7 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+BidiBehavior = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 
 def as_convgen_error(error: BaseException) -> errors.ConvgenError:
@@ -71,6 +72,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return replace(unary_unary=_wrap_unary(method, cast(UnaryBehavior, handler.unary_unary)))
         if handler.unary_stream is not None:
             return replace(unary_stream=_wrap_stream(method, cast(StreamBehavior, handler.unary_stream)))
+        if handler.stream_stream is not None:
+            return replace(stream_stream=_wrap_stream(method, cast(StreamBehavior, handler.stream_stream)))
         return handler
 
 

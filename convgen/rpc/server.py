@@ -65,8 +65,9 @@ class ServiceHost:
         self.settings = settings
         self.name = name
         self.key = key
+        # The error interceptor comes first so it wraps (and maps the errors of) everything after it.
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, ErrorInterceptor()], options=server_options(settings)
+            interceptors=[ErrorInterceptor(), *interceptors], options=server_options(settings)
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
