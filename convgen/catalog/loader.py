@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from convgen.catalog import repository
 from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
-from convgen.catalog.templates import TemplateDefinition, extract_placeholders, load_builtin_templates, template_uuid
+from convgen.catalog.templates import (
+    TemplateDefinition,
+    extract_placeholders,
+    load_builtin_templates,
+    template_uuid,
+    validate_template_text,
+)
 from convgen.db.database import Connection
 from convgen.errors import InvalidArgument
 
@@ -99,7 +105,9 @@ def read_catalog_file(path: Path) -> tuple[CatalogFile, dict[str, Any]]:
 
 
 def template_records(definitions: list[TemplateDefinition]) -> list[PromptTemplate]:
-    """Turns template definitions into rows with stable ids and their placeholder lists."""
+    """Validates template definitions (no placeholder that no parameter fills) and turns them into rows."""
+    for d in definitions:
+        validate_template_text(d.template_name, d.template_text)
     return [
         PromptTemplate(
             id=template_uuid(d.template_name),
