@@ -100,7 +100,7 @@ class BatchEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await dispatcher
         if self._tasks:
-            logger.info("waiting up to %.0fs for %d in-flight item(s)", grace, len(self._tasks))
+            logger.info("waiting up to %.1fs for %d in-flight item(s)", grace, len(self._tasks))
             await asyncio.wait(set(self._tasks), timeout=grace)
         unfinished = list(self._tasks)
         for task in unfinished:
@@ -179,9 +179,15 @@ class BatchEngine:
     async def _run_in_background(self, job: JobRow, item: ItemRow) -> None:
         try:
             await self._run_item(job, item)
-        finally:
+        except asyncio.CancelledError:
+            # Shutdown cut the item short: it stays leased to us until stop() puts it back in the queue.
+            raise
+        except BaseException:
+            # Not renewed any more: its lease expires and the reaper re-queues it.
             self._in_flight.pop(item.id, None)
-            self._wake.set()
+            raise
+        self._in_flight.pop(item.id, None)
+        self._wake.set()
 
     # --- running one item ----------------------------------------------------------------------------------------
 
@@ -275,7 +281,9 @@ class BatchEngine:
                 continue
             try:
                 async with self._db.connection() as conn:
-                    await items.renew_leases(conn, owner=self.owner, lease_seconds=self._config.lease_seconds)
+                    await items.renew_leases(
+                        conn, list(self._in_flight), owner=self.owner, lease_seconds=self._config.lease_seconds
+                    )
             except DatabaseUnavailable as error:
                 logger.warning("lease heartbeat failed: %s", error.message)
 

@@ -105,5 +105,5 @@ async def serve(settings: Settings) -> None:
     """Runs the generation service until SIGTERM or SIGINT."""
     app = await GenerationApp.start(settings)
     signal_name = await wait_for_termination_signal()
-    logger.info("%s received: shutting down (grace %.0fs)", signal_name, settings.shutdown_grace_seconds)
+    logger.info("%s received: shutting down (grace %.1fs)", signal_name, settings.shutdown_grace_seconds)
     await app.stop(settings.shutdown_grace_seconds)

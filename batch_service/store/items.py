@@ -237,15 +237,16 @@ async def fail_expired(conn: Connection, job_id: uuid.UUID, *, max_recoveries: i
     return [item_row(r) for r in rows]
 
 
-async def renew_leases(conn: Connection, *, owner: str, lease_seconds: float) -> int:
-    """Extends every lease this owner holds; returns how many."""
+async def renew_leases(conn: Connection, item_ids: Sequence[uuid.UUID], *, owner: str, lease_seconds: float) -> int:
+    """Extends this owner's leases on the items it is still working on; returns how many."""
     result = await conn.execute(
         """
         UPDATE batch_items SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-        WHERE status = 'processing' AND lease_owner = $1
+        WHERE status = 'processing' AND lease_owner = $1 AND id = ANY($3::uuid[])
         """,
         owner,
         lease_seconds,
+        list(item_ids),
     )
     return int(result.split()[-1])
 

@@ -22,7 +22,7 @@ async def serve_all(settings: Settings) -> None:
     local = settings.with_overrides(generation_target=f"127.0.0.1:{generation.port}")
     batch = await BatchApp.start(local, database=handle, blobs=blobs)
     signal_name = await wait_for_termination_signal()
-    logger.info("%s received: shutting down (grace %.0fs)", signal_name, settings.shutdown_grace_seconds)
+    logger.info("%s received: shutting down (grace %.1fs)", signal_name, settings.shutdown_grace_seconds)
     await batch.stop(settings.shutdown_grace_seconds)
     await generation.stop(settings.shutdown_grace_seconds)
     await blobs.close()
