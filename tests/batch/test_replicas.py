@@ -123,10 +123,18 @@ async def test_two_replicas_share_a_200_item_job_without_processing_any_item_twi
                 tier=common_pb2.TIER_TEMPLATE,
             ),
             concurrency=16,
+            auto_start=False,
         )
     )
     assert job.total_items == 200
-
+    # A watcher on the OTHER replica must see every event, whichever replica's worker caused it.
+    async with grpc.aio.insecure_channel(cluster.batches[1].address) as other:
+        stream = batch_pb2_grpc.BatchServiceStub(other).WatchBatchJob(batch_pb2.WatchBatchJobRequest(job_id=job.id))
+        snapshot = await stream.read()
+        await cluster.stub.ResumeBatchJob(batch_pb2.ResumeBatchJobRequest(job_id=job.id))
+        watched = []
+        while (event := await stream.read()) is not grpc.aio.EOF:
+            watched.append(event)
     done = await wait_terminal(cluster.stub, job.id, within=90)
 
     assert done.state == batch_pb2.BATCH_JOB_STATE_COMPLETED
@@ -147,6 +155,11 @@ async def test_two_replicas_share_a_200_item_job_without_processing_any_item_twi
         uuid.UUID(job.id),
     )
     assert len(workers) == 2, "both replicas claimed items"
+    stored = await fetch(
+        database_url, "SELECT max(sequence) AS last FROM batch_job_events WHERE batch_job_id = $1", uuid.UUID(job.id)
+    )
+    assert [e.sequence for e in watched] == list(range(snapshot.sequence + 1, stored[0]["last"] + 1))
+    assert sum(e.item.kind == batch_pb2.ITEM_TRANSITION_KIND_COMPLETED for e in watched) == 200
 
 
 async def test_killed_replica_leaves_nothing_stuck_and_no_duplicates(cluster: Cluster, database_url: str) -> None:
