@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from clients.cli import catalog_commands as catalog_list
 from convgen.catalog.loader import load_catalog, packaged_catalog_path, read_catalog_file
 from convgen.db.bootstrap import open_database
 from convgen.errors import ConvgenError
@@ -34,6 +35,7 @@ def register(commands: Any) -> None:
     load = catalog_commands.add_parser("load", help="load a catalog file and the built-in prompt templates")
     load.add_argument("file", nargs="?", type=Path, help="catalog JSON (default: the packaged demo catalog)")
     load.set_defaults(handler=_catalog_load)
+    catalog_list.register_list(catalog_commands)
 
 
 def _settings() -> Settings:

@@ -1,0 +1,212 @@
+"""The convgen command line through its entry point, against the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from clients import ConvgenClient
+from clients.cli.main import main
+from tests.clients.conftest import targets
+from tests.clients.helpers import FAILING_ARC_KEY, seed_combination, set_arc_templates_active
+from tests.support.services import Services
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@dataclass
+class Result:
+    """Exit code and captured output of one CLI run."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """stdout as one JSON document."""
+        return json.loads(self.out)
+
+    def json_lines(self) -> list[Any]:
+        """stdout as JSON lines."""
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def cli(services: Services, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Runs `convgen ARGS` in-process (on its own thread and event loop) against the test's services."""
+    generation, batch = targets(services)
+
+    async def run(*argv: str) -> Result:
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, ["--generation-target", generation, "--batch-target", batch, *argv])
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+async def test_catalog_list_json_and_table(cli: Any) -> None:
+    listed = await cli("--json", "catalog", "list")
+    assert listed.code == 0
+    data = listed.json()
+    assert (len(data["personas"]), len(data["arcs"]), len(data["topics"])) == (3, 8, 20)
+    assert "pragmatic_optimist" in {p["persona_key"] for p in data["personas"]}
+
+    table = await cli("catalog", "list", "arcs")
+    assert table.code == 0
+    assert "couple_conflict_to_alignment" in table.out
+    assert "Emotional arcs (8)" in table.out
+
+
+async def test_generate_with_human_keys_then_get_by_either_key(cli: Any) -> None:
+    keys = ["--persona", "pragmatic_optimist", "--arc", "couple_conflict_to_alignment"]
+    generated = await cli("generate", *keys, "--topic", "estate_planning_basics", "--json", "--request-id", "cli-1")
+    assert generated.code == 0, generated.err
+    stored = generated.json()
+    assert stored["persona_key"] == "pragmatic_optimist"
+    assert stored["parameters"]["tier"] == "TIER_TEMPLATE"  # the arc's tier
+    assert stored["pk"] != stored["business_key"]
+
+    human = await cli("generate", *keys, "--topic", "estate_planning_basics", "--request-id", "cli-1")
+    assert human.code == 0
+    for expected in (stored["pk"], stored["business_key"], stored["final_blob"]["uri"], "cost", "usage"):
+        assert expected in human.out
+
+    by_business_key = await cli("--json", "conversation", "get", stored["business_key"], "--content")
+    assert by_business_key.code == 0
+    assert by_business_key.json()["pk"] == stored["pk"]
+    assert by_business_key.json()["content"]["turns"]
+    by_pk = await cli("conversation", "get", stored["pk"], "--content")
+    assert by_pk.code == 0
+    assert stored["business_key"] in by_pk.out
+    assert "[1] user" in by_pk.out
+
+
+async def test_batch_create_seed_job_and_watch(cli: Any) -> None:
+    created = await cli("batch", "create", "--seed-job", "--concurrency", "4", "--name", "cli seed", "--watch")
+    assert created.code == 0, created.err
+    assert "created job" in created.out
+    assert re.search(r"completed: 8 completed, 0 failed, 0 cancelled of 8", created.out)
+
+    listed = await cli("--json", "batch", "list", "--state", "completed")
+    jobs = listed.json()["batch_jobs"]
+    assert [j["name"] for j in jobs] == ["cli seed"]
+    job_id = jobs[0]["id"]
+
+    items = await cli("batch", "items", "latest")
+    assert items.code == 0
+    rows = [line for line in items.out.splitlines() if "completed" in line]
+    assert len(rows) == 8
+    for row in rows:
+        pk, business_key = re.findall(UUID, row)
+        assert pk != business_key
+
+    log = await cli("batch", "log", job_id)
+    assert log.code == 0
+    assert "summary: 8 items: 8 completed, 0 failed, 0 cancelled" in log.out
+    assert f"{job_id}/log.txt" in log.err
+
+
+async def test_batch_watch_prints_failures_and_exits_1(cli: Any, services: Services, database_url: str) -> None:
+    client = ConvgenClient.from_channels(services.generation_channel, services.batch_channel)
+    job = await client.create_batch_job(combination=seed_combination(), auto_start=False, name="half fails")
+    await set_arc_templates_active(database_url, FAILING_ARC_KEY, False)
+    await client.resume_batch_job(job.id)
+
+    watched = await cli("batch", "watch", job.id)
+    assert watched.code == 1
+    failures = [line for line in watched.out.splitlines() if line.startswith("✗ item #")]
+    assert len(failures) == 4
+    for line in failures:
+        assert f"pragmatic_optimist/{FAILING_ARC_KEY}/" in line
+        assert f"no active prompt template for arc {FAILING_ARC_KEY}" in line
+    assert "4 completed, 4 failed, 0 cancelled of 8" in watched.out
+    assert "progress: 8/8 done" in watched.out
+
+    streamed = await cli("batch", "watch", job.id, "--json")
+    assert streamed.code == 1
+    events = streamed.json_lines()
+    assert "snapshot" in events[0]
+    assert events[-1]["job"]["state"] == "BATCH_JOB_STATE_COMPLETED"
+    assert [e["sequence"] for e in events[1:]] == list(range(1, len(events)))
+
+    failed = await cli("--json", "batch", "items", job.id, "--state", "failed")
+    assert len(failed.json()["items"]) == 4
+
+    await set_arc_templates_active(database_url, FAILING_ARC_KEY, True)
+    retried = await cli("batch", "retry-failed", job.id, "--watch")
+    assert retried.code == 0, retried.out
+    assert "re-queued 4 failed items" in retried.out
+    assert "8 completed, 0 failed" in retried.out
+
+
+async def test_steering_commands(cli: Any) -> None:
+    created = await cli("--json", "batch", "create", "--seed-job", "--no-start")
+    job_id = created.json()["id"]
+    assert created.json()["state"] == "BATCH_JOB_STATE_QUEUED"
+    paused = await cli("batch", "pause", job_id)
+    assert paused.code == 0
+    assert "now paused" in paused.out
+    cancelled = await cli("--json", "batch", "cancel", job_id)
+    assert cancelled.json()["state"] == "BATCH_JOB_STATE_CANCELLED"
+    shown = await cli("batch", "get", job_id)
+    assert shown.code == 0
+    assert "cancelled" in shown.out
+    assert f"{job_id}/log.txt" in shown.out
+
+
+async def test_errors_print_code_and_message_without_traceback(cli: Any) -> None:
+    missing = await cli("batch", "get", "00000000-0000-4000-8000-000000000000")
+    assert missing.code == 1
+    assert missing.err.startswith("error: NOT_FOUND: batch job 00000000-0000-4000-8000-000000000000 does not exist")
+    assert missing.out == ""
+
+    invalid = await cli("batch", "create", "--seed-job", "--concurrency", "999")
+    assert invalid.code == 1
+    assert invalid.err.startswith("error: INVALID_ARGUMENT: ")
+    assert "  - concurrency: must be between 1 and 256" in invalid.err
+
+    unknown_key = await cli("generate", "--persona", "nobody", "--arc", "x", "--topic", "y")
+    assert unknown_key.code == 1
+    assert unknown_key.err.startswith("error: NOT_FOUND: --persona: no persona with id or key 'nobody'")
+
+    not_a_uuid = await cli("conversation", "get", "abc")
+    assert not_a_uuid.code == 1
+    assert "error: INVALID_ARGUMENT: key:" in not_a_uuid.err
+
+    usage = await cli("batch", "frobnicate")
+    assert usage.code == 2
+
+
+async def test_unreachable_service_is_unavailable(capsys: pytest.CaptureFixture[str]) -> None:
+    code = await asyncio.to_thread(main, ["--batch-target", "127.0.0.1:1", "--timeout", "5", "batch", "list"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.startswith("error: UNAVAILABLE: ")
+    assert "Traceback" not in captured.err
+
+
+async def test_subprocess_entry_point(services: Services) -> None:
+    generation, batch = targets(services)
+    argv = [sys.executable, "-m", "clients.cli.main", "--generation-target", generation, "--batch-target", batch]
+    process = await asyncio.create_subprocess_exec(
+        *argv, "catalog", "list", "topics", "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert len(json.loads(out)["topics"]) == 20
+
+    process = await asyncio.create_subprocess_exec(
+        *argv, "batch", "watch", "not-a-job", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 1
+    assert err.decode().startswith("error: INVALID_ARGUMENT: job_id")
+    assert "Traceback" not in err.decode()
