@@ -41,13 +41,19 @@ async def watch_job(
         yield converters.snapshot(job, locate_log(job.id), last)
         if job.state.terminal and last >= job.terminal_sequence:
             return
+        ending = False
         while True:
             async with db.connection() as conn:
                 page = await events.after(conn, job_id, last, limit=PAGE)
+            if ending and not page:
+                # The terminal event was the job's latest: the job really ended (it was not re-run since).
+                return
+            ending = False
             for row in page:
                 yield converters.event(row)
                 last = row.sequence
-                if row.ends_stream:
-                    return
+                ending = row.ends_stream
+            if ending:
+                continue
             if len(page) < PAGE:
                 await signal.wait(SAFETY_POLL_SECONDS)

@@ -1,12 +1,16 @@
-"""Operator commands: serve, migrate, catalog load."""
+"""Operator commands: serve, migrate, catalog load, health."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.cli import catalog_commands as catalog_list
 from convgen.catalog.loader import load_catalog, packaged_catalog_path, read_catalog_file
@@ -37,6 +41,12 @@ def register(commands: Any) -> None:
     load.set_defaults(handler=_catalog_load)
     catalog_list.register_list(catalog_commands)
 
+    health = commands.add_parser("health", help="check a service through grpc.health.v1 (exit 0 when SERVING)")
+    health.add_argument("--target", required=True, help="host:port of the service")
+    health.add_argument("--service", default="", help="service name to check (default: the whole server)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    health.set_defaults(handler=_health)
+
 
 def _settings() -> Settings:
     settings = Settings()
@@ -48,7 +58,7 @@ def _run(coro: Any) -> int:
     try:
         asyncio.run(coro)
     except ConvgenError as error:
-        print(f"error: {status_code_for(error).name}: {error.message}")
+        print(f"error: {status_code_for(error).name}: {error.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -99,3 +109,24 @@ def _catalog_load(args: argparse.Namespace) -> int:
         )
 
     return _run(load())
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Used by container health checks: a plain gRPC health check, with the token when AUTH_TOKENS is set."""
+    settings = Settings()
+    tokens = sorted(settings.accepted_tokens)
+    metadata = (("authorization", f"Bearer {tokens[0]}"),) if tokens else ()
+
+    async def check() -> str:
+        async with grpc.aio.insecure_channel(args.target) as channel:
+            request = health_pb2.HealthCheckRequest(service=args.service)
+            response = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=args.timeout, metadata=metadata)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    try:
+        status = asyncio.run(check())
+    except grpc.aio.AioRpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    print(status)
+    return 0 if status == "SERVING" else 1

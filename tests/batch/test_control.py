@@ -128,6 +128,18 @@ async def test_retry_failed_items_reruns_only_them_and_reuploads_the_log(
     assert "summary: 8 items: 8 completed, 0 failed, 0 cancelled" in log.text.splitlines()[-1]
     blob_path = Path(log.blob.uri.removeprefix("file://"))
     assert blob_path.read_text() == log.text
+    # A replay from the start runs through the first ending to the job's latest one.
+    replay = [
+        e
+        async for e in services.batch_stub.WatchBatchJob(
+            batch_pb2.WatchBatchJobRequest(job_id=job.id, after_sequence=0)
+        )
+    ]
+    endings = [
+        e for e in replay if e.WhichOneof("event") == "job" and e.job_state == batch_pb2.BATCH_JOB_STATE_COMPLETED
+    ]
+    assert len(endings) == 2
+    assert replay[-1] == endings[-1]
 
 
 async def test_process_next_reports_the_terminal_state_on_the_last_item(services: Services) -> None:

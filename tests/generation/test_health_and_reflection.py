@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,3 +46,27 @@ async def test_reflection_lists_the_services(services: Services) -> None:
         health_pb2.HealthCheckRequest(service="convgen.v1.BatchService")
     )
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_the_health_command_used_by_container_health_checks(services: Services) -> None:
+    assert services.generation is not None
+    target = f"127.0.0.1:{services.generation.port}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients.cli.main", "health", "--target", target, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert (process.returncode, out.decode().strip()) == (0, "SERVING")
+    closed = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "clients.cli.main",
+        "health",
+        "--target",
+        "127.0.0.1:1",
+        "--timeout",
+        "0.5",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await closed.communicate()
+    assert closed.returncode == 1
+    assert err.decode().startswith("error: ")
