@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from convgen.blobs import BlobRef, BlobStore
-from convgen.catalog import repository as catalog
 from convgen.catalog.models import ConversationSubject, PromptTemplate, Tier
+from convgen.catalog.repository import CatalogSnapshot
 from convgen.catalog.templates import render
-from convgen.db.database import Connection, Database, DatabaseUnavailable
+from convgen.db.database import Database, DatabaseUnavailable
 from convgen.errors import ConvgenError, FailedPrecondition, NotFound
 from convgen.rpc.status import status_code_for
 from convgen.validation import NIL_UUID
+from generation_service.catalog_cache import CatalogCache, lookup, select_template
 from generation_service.conversation_format import SYSTEM_PROMPT
 from generation_service.model.errors import ModelOutputInvalid
 from generation_service.model.port import ModelClient, ModelRequest, ModelResponse
@@ -75,25 +78,31 @@ class ConversationGenerator:
         self._blobs = blobs
         self._model = model
         self._claims = claims
+        self._catalog = CatalogCache(db)
         self._config = config
 
     async def generate(self, request: GenerationInput, *, deadline: float | None = None) -> ConversationRow:
         """Returns the conversation stored for request.request_id, generating it when there is none yet."""
-        async with self._db.connection() as conn:
-            existing = await conversations.get_by_request_id(conn, request.request_id)
-        if existing is not None:
-            return existing
-        async with self._claims.hold(request.request_id, deadline=deadline, done=_has_conversation) as holding:
-            if holding.waited:
-                # Another call held this request_id before us; it may have stored the conversation.
-                async with self._db.connection() as conn:
-                    done = await conversations.get_by_request_id(conn, request.request_id)
-                if done is not None:
-                    return done
-            return await self._generate_claimed(request)
+        claim = await self._claims.acquire(request.request_id, deadline=deadline)
+        if claim.done_pk is not None:
+            return await self._stored(claim.done_pk)
+        try:
+            row = await self._generate_claimed(request, await self._catalog.at_least(claim.catalog_version))
+        except BaseException:
+            await self._claims.release(request.request_id)
+            raise
+        self._claims.finished(request.request_id)
+        return row
 
-    async def _generate_claimed(self, request: GenerationInput) -> ConversationRow:
-        subject, template = await self._resolve(request)
+    async def _stored(self, pk: uuid.UUID) -> ConversationRow:
+        async with self._db.connection() as conn:
+            row = await conversations.get_by_pk(conn, pk)
+        if row is None:
+            raise NotFound(f"conversation {pk} was deleted", reason="CONVERSATION_NOT_FOUND")
+        return row
+
+    async def _generate_claimed(self, request: GenerationInput, catalog: CatalogSnapshot) -> ConversationRow:
+        subject, template = self._resolve(request, catalog)
         prompt = render(template, subject)
         business_key = uuid.uuid4()
         attempt = _Attempt(request, subject, template, business_key, self._model.name)
@@ -125,39 +134,37 @@ class ConversationGenerator:
         final_ref = await self._store_final(attempt, parsed, response)
         return await self._insert(attempt, parsed, response, raw_ref, final_ref)
 
-    async def _resolve(self, request: GenerationInput) -> tuple[ConversationSubject, PromptTemplate]:
-        """Loads persona, arc, topic and the template (explicit, or auto-selected by arc and tier)."""
-        async with self._db.connection() as conn:
-            persona, arc, topic = await catalog.load_subject_parts(
-                conn, request.persona_id, request.emotional_arc_id, request.training_topic_id
+    @staticmethod
+    def _resolve(request: GenerationInput, catalog: CatalogSnapshot) -> tuple[ConversationSubject, PromptTemplate]:
+        """Finds persona, arc, topic and the template (explicit, or auto-selected by arc and tier)."""
+        persona, arc, topic = lookup(catalog, request.persona_id, request.emotional_arc_id, request.training_topic_id)
+        missing = [
+            f"{kind} {value} does not exist"
+            for kind, value, found in (
+                ("persona", request.persona_id, persona),
+                ("emotional_arc", request.emotional_arc_id, arc),
+                ("training_topic", request.training_topic_id, topic),
             )
-            missing = [
-                f"{kind} {value} does not exist"
-                for kind, value, found in (
-                    ("persona", request.persona_id, persona),
-                    ("emotional_arc", request.emotional_arc_id, arc),
-                    ("training_topic", request.training_topic_id, topic),
+            if found is None
+        ]
+        if missing:
+            raise NotFound("; ".join(missing), reason="CATALOG_ENTRY_NOT_FOUND")
+        assert persona is not None
+        assert arc is not None
+        assert topic is not None
+        if request.template_id is not None and request.template_id != NIL_UUID:
+            template = catalog.templates.get(request.template_id)
+            if template is None:
+                raise NotFound(f"template {request.template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
+        else:
+            template = select_template(catalog, arc.arc_key, request.tier)
+            if template is None:
+                raise FailedPrecondition(
+                    f"no active prompt template for arc {arc.arc_key} (tier {request.tier.value}); "
+                    "load one with `convgen catalog load`",
+                    reason="NO_TEMPLATE_FOR_ARC",
+                    metadata={"arc_key": arc.arc_key, "tier": request.tier.value},
                 )
-                if found is None
-            ]
-            if missing:
-                raise NotFound("; ".join(missing), reason="CATALOG_ENTRY_NOT_FOUND")
-            assert persona is not None
-            assert arc is not None
-            assert topic is not None
-            if request.template_id is not None and request.template_id != NIL_UUID:
-                template = await catalog.get_template(conn, request.template_id)
-                if template is None:
-                    raise NotFound(f"template {request.template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
-            else:
-                template = await catalog.select_template(conn, arc.arc_key, request.tier)
-                if template is None:
-                    raise FailedPrecondition(
-                        f"no active prompt template for arc {arc.arc_key} (tier {request.tier.value}); "
-                        "load one with `convgen catalog load`",
-                        reason="NO_TEMPLATE_FOR_ARC",
-                        metadata={"arc_key": arc.arc_key, "tier": request.tier.value},
-                    )
         return ConversationSubject(persona=persona, arc=arc, topic=topic, tier=request.tier), template
 
     async def _store_raw(self, attempt: _Attempt, response: ModelResponse) -> BlobRef:
@@ -173,7 +180,8 @@ class ConversationGenerator:
     async def _store_final(self, attempt: _Attempt, parsed: ParsedConversation, response: ModelResponse) -> BlobRef:
         document = _final_document(attempt, parsed, response)
         key = final_blob_key(attempt.request.created_by, attempt.business_key)
-        data = json.dumps(document, ensure_ascii=False, indent=2).encode()
+        # Compact separators keep json on its C encoder (indent= falls back to the slow pure-Python one).
+        data = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             return await self._blobs.put(self._config.conversation_bucket, key, data, content_type="application/json")
         except ConvgenError as error:
@@ -213,10 +221,24 @@ class ConversationGenerator:
             cost_usd=cost_usd(response.model, usage),
             validation_warnings=list(parsed.warnings),
         )
-        async with self._db.transaction() as conn:
-            pk = await conversations.insert(conn, new)
-            await self._claims.finish(conn, request.request_id)
-            row = await conversations.get_by_pk(conn, pk)
+        try:
+            async with self._db.connection() as conn:
+                pk, created_at = await conversations.insert_and_finish_claim(conn, new, owner=self._claims.owner)
+        except asyncpg.UniqueViolationError:
+            # Our lease lapsed and another call stored this request_id first: theirs is the answer.
+            async with self._db.connection() as conn:
+                existing = await conversations.get_by_request_id(conn, request.request_id)
+            assert existing is not None
+            return existing
+        row = ConversationRow(
+            id=pk,
+            created_at=created_at,
+            persona_key=attempt.subject.persona.persona_key,
+            arc_key=attempt.subject.arc.arc_key,
+            topic_key=attempt.subject.topic.topic_key,
+            template_name=attempt.template.template_name,
+            **{f: getattr(new, f) for f in NewConversation.__dataclass_fields__},
+        )
         assert row is not None
         logger.info(
             "stored conversation pk=%s business_key=%s",
@@ -258,10 +280,6 @@ class ConversationGenerator:
             error.message,
             extra={"request_id": attempt.request.request_id, "reason": error.reason},
         )
-
-
-async def _has_conversation(conn: Connection, request_id: str) -> bool:
-    return await conversations.get_by_request_id(conn, request_id) is not None
 
 
 @dataclass

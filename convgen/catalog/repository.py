@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -278,3 +279,34 @@ async def arcs_without_templates(conn: Connection, arc_ids: Sequence[uuid.UUID])
         list(arc_ids),
     )
     return [r["arc_key"] for r in rows]
+
+
+# --- the whole catalog, for in-process caches ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """Every catalog entry at one catalog version."""
+
+    version: int
+    personas: dict[uuid.UUID, Persona]
+    arcs: dict[uuid.UUID, EmotionalArc]
+    topics: dict[uuid.UUID, TrainingTopic]
+    templates: dict[uuid.UUID, PromptTemplate]
+
+
+async def snapshot(conn: Connection) -> CatalogSnapshot:
+    """Reads the whole catalog consistently (one repeatable-read transaction)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        version = await conn.fetchval("SELECT version FROM catalog_version WHERE id = 1")
+        personas = [_persona(r) for r in await conn.fetch("SELECT * FROM personas")]
+        arcs = [_arc(r) for r in await conn.fetch("SELECT * FROM emotional_arcs")]
+        topics = [_topic(r) for r in await conn.fetch("SELECT * FROM training_topics")]
+        templates = [_template(r) for r in await conn.fetch("SELECT * FROM prompt_templates")]
+    return CatalogSnapshot(
+        version=version,
+        personas={p.id: p for p in personas},
+        arcs={a.id: a for a in arcs},
+        topics={t.id: t for t in topics},
+        templates={t.id: t for t in templates},
+    )

@@ -39,12 +39,12 @@ async def test_concurrent_migrations_apply_each_file_exactly_once(empty_database
         tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
     finally:
         await conn.close()
-    assert [r["version"] for r in rows] == [1, 2, 3]
+    assert [r["version"] for r in rows] == [m.version for m in load_migrations()]
     assert {"conversations", "batch_items", "batch_jobs", "batch_job_events", "prompt_templates"} <= tables
 
 
 async def test_a_second_run_applies_nothing(empty_database: str) -> None:
-    assert len(await migrate_on_new_connection(empty_database)) == 3
+    assert len(await migrate_on_new_connection(empty_database)) == len(load_migrations())
     assert await migrate_on_new_connection(empty_database) == []
 
 

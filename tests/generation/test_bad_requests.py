@@ -105,13 +105,20 @@ async def test_unknown_template_is_not_found(services: Services) -> None:
 
 
 async def test_an_arc_without_templates_fails_the_precondition_naming_arc_and_tier(
-    services: Services, database_url: str, tmp_path: Path
+    services: Services, database_url: str
 ) -> None:
+    # The catalog is cached by the service; a change made behind its back must still be seen at once.
+    await services.generation_stub.GenerateConversation(
+        generation_pb2.GenerateConversationRequest(
+            parameters=request(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE).parameters, request_id="warm"
+        )
+    )
     await fetch(database_url, "UPDATE prompt_templates SET active = false WHERE arc_key = 'crisis_to_referral'")
     code, message = await call(services, request(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert message.startswith("no active prompt template for arc crisis_to_referral (tier edge_case)")
-    await assert_nothing_written(database_url, tmp_path / "blobs")
+    assert len(await fetch(database_url, "SELECT id FROM conversations")) == 1, "only the warm-up conversation"
+    assert await fetch(database_url, "SELECT id FROM generation_failures") == []
 
 
 async def test_edge_arc_auto_selects_its_edge_case_template(services: Services) -> None:
