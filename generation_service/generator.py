@@ -237,7 +237,7 @@ class ConversationGenerator:
             arc_key=attempt.subject.arc.arc_key,
             topic_key=attempt.subject.topic.topic_key,
             template_name=attempt.template.template_name,
-            **{f: getattr(new, f) for f in NewConversation.__dataclass_fields__},
+            **vars(new),
         )
         assert row is not None
         logger.info(

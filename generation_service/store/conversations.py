@@ -40,32 +40,11 @@ class NewConversation:
     validation_warnings: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ConversationRow:
-    """A stored conversation with the human keys of its catalog entries."""
+@dataclass(frozen=True, kw_only=True)
+class ConversationRow(NewConversation):
+    """A stored conversation: what was inserted, its keys, and the human keys of its catalog entries."""
 
     id: uuid.UUID
-    conversation_id: uuid.UUID
-    request_id: str
-    created_by: uuid.UUID
-    persona_id: uuid.UUID
-    emotional_arc_id: uuid.UUID
-    training_topic_id: uuid.UUID
-    tier: Tier
-    template_id: uuid.UUID
-    processing_status: str
-    raw_bucket: str
-    raw_key: str
-    final_bucket: str
-    final_key: str
-    turn_count: int
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    cost_usd: Decimal
-    validation_warnings: list[str]
     created_at: datetime
     persona_key: str
     arc_key: str
