@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from convgen.catalog.models import Tier
 from convgen.db.database import Database
 from convgen.errors import FailedPrecondition, InvalidArgument, NotFound
 from convgen.logging_setup import log_context
-from convgen.paging import decode_token, encode_token, position_field
+from convgen.paging import decode_token, encode_token, fit_page, position_int, position_timestamp, position_uuid
 from convgen.rpc.convert import blob_location, tier_from_proto
 from convgen.v1 import batch_pb2, batch_pb2_grpc, common_pb2
 from convgen.validation import (
@@ -144,9 +145,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
                 continue
             ids = [checks.check(require_uuid, f"{field}[{i}]", v) for i, v in enumerate(values)]
             valid = [i for i in ids if i is not None]
-            duplicates = sorted({str(i) for i in valid if valid.count(i) > 1})
+            duplicates = sorted(str(i) for i, n in Counter(valid).items() if n > 1)
             if duplicates:
-                checks.add(field, f"lists {', '.join(duplicates)} more than once")
+                shown = ", ".join(duplicates[:5]) + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else "")
+                checks.add(field, f"lists {shown} more than once")
             parsed[field] = valid
         tier = checks.check(tier_from_proto, "combination.tier", c.tier, required=True)
         template = checks.check(optional_uuid, "combination.template_id", c.template_id)
@@ -236,16 +238,17 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         after = None
         if position is not None:
             after = (
-                position_field("page_token", position, "t", datetime.fromisoformat),
-                position_field("page_token", position, "id", uuid.UUID),
+                position_timestamp("page_token", position, "t"),
+                position_uuid("page_token", position, "id"),
             )
         async with self._db.connection() as conn:
             rows = await jobs.list_page(conn, state=state, after=after, limit=size + 1)
-        page = rows[:size]
+        messages, kept = fit_page([self._job(j) for j in rows[:size]], self._limits.max_message_bytes)
         token = ""
-        if len(rows) > size:
-            token = encode_token({"t": page[-1].created_at.isoformat(), "id": str(page[-1].id)}, filters)
-        return batch_pb2.ListBatchJobsResponse(batch_jobs=[self._job(j) for j in page], next_page_token=token)
+        if len(rows) > kept:
+            last = rows[kept - 1]
+            token = encode_token({"t": last.created_at.isoformat(), "id": str(last.id)}, filters)
+        return batch_pb2.ListBatchJobsResponse(batch_jobs=messages, next_page_token=token)
 
     async def ListBatchItems(
         self, request: batch_pb2.ListBatchItemsRequest, context: Context
@@ -262,12 +265,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         await self._existing_job("job_id", request.job_id)
         filters = {"job": str(job_id), "state": state.value if state else ""}
         position = decode_token("page_token", request.page_token, filters)
-        after = position_field("page_token", position, "p", int) if position is not None else -1
+        after = position_int("page_token", position, "p") if position is not None else -1
         async with self._db.connection() as conn:
             rows = await items.list_page(conn, job_id, status=state, after_position=after, limit=size + 1)
-        page = rows[:size]
-        token = encode_token({"p": page[-1].position}, filters) if len(rows) > size else ""
-        return batch_pb2.ListBatchItemsResponse(items=[converters.batch_item(i) for i in page], next_page_token=token)
+        messages, kept = fit_page([converters.batch_item(i) for i in rows[:size]], self._limits.max_message_bytes)
+        token = encode_token({"p": rows[kept - 1].position}, filters) if len(rows) > kept else ""
+        return batch_pb2.ListBatchItemsResponse(items=messages, next_page_token=token)
 
     async def WatchBatchJob(
         self, request: batch_pb2.WatchBatchJobRequest, context: Context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,8 +12,12 @@ from convgen.errors import FieldViolation, InvalidArgument
 T = TypeVar("T")
 
 NIL_UUID = uuid.UUID(int=0)
+# Only the canonical 8-4-4-4-12 hex spelling: uuid.UUID alone also accepts braces, urn: and other digits.
+CANONICAL_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_ID_LENGTH = 200
 MAX_NAME_LENGTH = 200
+# A status travels in HTTP/2 headers (8 KiB by default): report this many field violations at most.
+MAX_REPORTED = 10
 
 
 def parse_uuid(field: str, value: str, *, allow_empty: bool = False) -> uuid.UUID | None:
@@ -25,11 +30,9 @@ def parse_uuid(field: str, value: str, *, allow_empty: bool = False) -> uuid.UUI
         raise InvalidArgument.for_field(
             field, f"{_shown(value)} is not a UUID (expected 36 characters like {NIL_UUID})"
         )
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument.for_field(field, f"{_shown(value)} is not a UUID") from None
-    return parsed
+    if not CANONICAL_UUID.match(value):
+        raise InvalidArgument.for_field(field, f"{_shown(value)} is not a UUID (expected hex digits like {NIL_UUID})")
+    return uuid.UUID(value)
 
 
 def require_uuid(field: str, value: str) -> uuid.UUID:
@@ -96,7 +99,12 @@ class FieldChecks:
         self.violations.append(FieldViolation(field, description))
 
     def raise_if_any(self) -> None:
-        """Raises one InvalidArgument naming every failing field."""
-        if self.violations:
-            message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-            raise InvalidArgument(message, violations=self.violations)
+        """Raises one InvalidArgument naming the failing fields (the first MAX_REPORTED of them)."""
+        if not self.violations:
+            return
+        shown = self.violations[:MAX_REPORTED]
+        if len(self.violations) > MAX_REPORTED:
+            more = len(self.violations) - MAX_REPORTED
+            shown = [*shown, FieldViolation("request", f"and {more} more invalid field(s) not listed")]
+        message = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        raise InvalidArgument(message, violations=shown)

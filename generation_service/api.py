@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -15,7 +14,7 @@ from convgen.catalog import repository as catalog
 from convgen.db.database import Database
 from convgen.errors import InvalidArgument, NotFound
 from convgen.logging_setup import log_context
-from convgen.paging import decode_token, encode_token, position_field
+from convgen.paging import decode_token, encode_token, fit_page, position_text, position_timestamp, position_uuid
 from convgen.rpc.convert import tier_from_proto
 from convgen.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, generation_pb2, generation_pb2_grpc
 from convgen.validation import (
@@ -48,6 +47,13 @@ def parse_generation_parameters(checks: FieldChecks, params: common_pb2.Generati
     )
 
 
+def view_of(value: int) -> int:
+    """A ConversationView number; unknown numbers are an error, unspecified means BASIC."""
+    if value not in generation_pb2.ConversationView.values():
+        raise InvalidArgument.for_field("view", f"{value} is not a known ConversationView")
+    return value
+
+
 def _deadline(context: Context) -> float | None:
     remaining: float | None = context.time_remaining()
     if remaining is None:
@@ -58,11 +64,20 @@ def _deadline(context: Context) -> float | None:
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     """GenerateConversation, GetConversation, ListConversations."""
 
-    def __init__(self, generator: ConversationGenerator, db: Database, blobs: BlobStore, max_page_size: int) -> None:
+    def __init__(
+        self,
+        generator: ConversationGenerator,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        max_page_size: int,
+        max_message_bytes: int,
+    ) -> None:
         self._generator = generator
         self._db = db
         self._blobs = blobs
         self._max_page_size = max_page_size
+        self._max_message_bytes = max_message_bytes
 
     async def GenerateConversation(
         self, request: generation_pb2.GenerateConversationRequest, context: Context
@@ -104,7 +119,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
                 row = await conversations.get_by_business_key(conn, value)
         if row is None:
             raise NotFound(f"conversation with {which} {value} does not exist", reason="CONVERSATION_NOT_FOUND")
-        content = await self._content(row) if request.view == generation_pb2.CONVERSATION_VIEW_FULL else None
+        content = await self._content(row) if view_of(request.view) == generation_pb2.CONVERSATION_VIEW_FULL else None
         return converters.stored_conversation(row, self._blobs, content)
 
     async def ListConversations(
@@ -121,6 +136,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             tier=checks.check(tier_from_proto, "tier", request.tier, required=False),
             created_by=checks.check(optional_uuid, "created_by", request.created_by),
         )
+        view = checks.check(view_of, request.view)
         checks.raise_if_any()
         assert size is not None
         filter_key = {k: str(v) for k, v in vars(filters).items()}
@@ -128,17 +144,20 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         after = None
         if position is not None:
             after = (
-                position_field("page_token", position, "t", datetime.fromisoformat),
-                position_field("page_token", position, "id", uuid.UUID),
+                position_timestamp("page_token", position, "t"),
+                position_uuid("page_token", position, "id"),
             )
         async with self._db.connection() as conn:
             rows = await conversations.list_page(conn, filters, after=after, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
-        full = request.view == generation_pb2.CONVERSATION_VIEW_FULL
-        items = [converters.stored_conversation(r, self._blobs, await self._content(r) if full else None) for r in page]
+        full = view == generation_pb2.CONVERSATION_VIEW_FULL
+        candidates = [
+            converters.stored_conversation(r, self._blobs, await self._content(r) if full else None)
+            for r in rows[:size]
+        ]
+        items, kept = fit_page(candidates, self._max_message_bytes)
         token = ""
-        if more:
-            last = page[-1]
+        if len(rows) > kept:
+            last = rows[kept - 1]
             token = encode_token({"t": last.created_at.isoformat(), "id": str(last.id)}, filter_key)
         return generation_pb2.ListConversationsResponse(conversations=items, next_page_token=token)
 
@@ -158,7 +177,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def _page(self, request: Any, kind: str) -> tuple[int, str]:
         size = page_size("page_size", request.page_size, default=DEFAULT_PAGE_SIZE, maximum=self._max_page_size)
         position = decode_token("page_token", request.page_token, {"kind": kind})
-        after = position_field("page_token", position, "k", str) if position is not None else ""
+        after = position_text("page_token", position, "k") if position is not None else ""
         return size, after
 
     @staticmethod

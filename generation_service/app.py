@@ -72,7 +72,13 @@ class GenerationApp:
         )
         host.add(
             generation_pb2_grpc.add_GenerationServiceServicer_to_server,
-            GenerationServicer(generator, database, store, settings.max_page_size),
+            GenerationServicer(
+                generator,
+                database,
+                store,
+                max_page_size=settings.max_page_size,
+                max_message_bytes=settings.grpc_max_message_bytes,
+            ),
             GENERATION_SERVICE,
         )
         host.add(

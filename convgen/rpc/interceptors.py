@@ -17,8 +17,6 @@ from convgen.rpc.status import status_code_for, to_rpc_status
 
 logger = logging.getLogger(__name__)
 
-# gRPC carries the message in a header; very long messages are cut so the status always gets through.
-MAX_STATUS_MESSAGE = 4000
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -36,12 +34,8 @@ def as_convgen_error(error: BaseException) -> errors.ConvgenError:
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: errors.ConvgenError) -> None:
     """Ends the call with the status mapped from a convgen error, details attached."""
     status = to_rpc_status(error)
-    message = status.message
-    if len(message) > MAX_STATUS_MESSAGE:
-        message = message[: MAX_STATUS_MESSAGE - 3] + "..."
-        status.message = message
     await context.abort(
-        status_code_for(error), message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+        status_code_for(error), status.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
     )
 
 

@@ -11,6 +11,11 @@ from google.rpc import error_details_pb2, status_pb2
 from convgen import errors
 
 ERROR_DOMAIN = "convgen.v1"
+# Statuses travel in HTTP/2 trailers, which clients cap at 8 KiB by default; gRPC percent-encodes non-ASCII
+# message bytes (up to 3x) and base64-encodes the details (4/3x). These bounds keep both well inside the cap.
+MAX_MESSAGE_BYTES = 1000
+MAX_DETAIL_CHARS = 200
+MAX_VIOLATIONS = 12
 
 _CODES: dict[type, grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -40,14 +45,15 @@ def status_code_for(error: errors.ConvgenError) -> grpc.StatusCode:
 def to_rpc_status(error: errors.ConvgenError) -> status_pb2.Status:
     """Builds a google.rpc.Status with ErrorInfo, BadRequest and RetryInfo details as they apply."""
     code = status_code_for(error)
-    status = status_pb2.Status(code=_numeric(code), message=error.message)
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    status = status_pb2.Status(code=_numeric(code), message=clip_bytes(error.message, MAX_MESSAGE_BYTES))
+    metadata = {_clip(k): _clip(v) for k, v in list(error.metadata.items())[:MAX_VIOLATIONS]}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     status.details.add().Pack(info)
     if isinstance(error, errors.InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
+                error_details_pb2.BadRequest.FieldViolation(field=_clip(v.field), description=_clip(v.description))
+                for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
         status.details.add().Pack(bad_request)
@@ -61,3 +67,15 @@ def to_rpc_status(error: errors.ConvgenError) -> status_pb2.Status:
 def _numeric(code: grpc.StatusCode) -> int:
     value: int = code.value[0]
     return value
+
+
+def clip_bytes(text: str, limit: int) -> str:
+    """text cut to at most limit UTF-8 bytes (on a character boundary), marked with ... when cut."""
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 3] + "..."

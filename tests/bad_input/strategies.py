@@ -287,7 +287,7 @@ def _timestamps(*, extreme: bool) -> st.SearchStrategy[str]:
     )
 
 
-def hostile_positions(*, known_bugs: bool = False) -> st.SearchStrategy[dict[str, Any]]:
+def hostile_positions(*, known_bugs: bool = True) -> st.SearchStrategy[dict[str, Any]]:
     """Keyset positions a forged token may carry. With known_bugs=False only those that do not hit the bugs of
     test_known_bugs_* (NUL or lone surrogates in a catalog key, instants PostgreSQL cannot hold, int32 overflow)."""
     keys = st.text(max_size=30).filter(lambda k: "\x00" not in k)
@@ -309,7 +309,7 @@ def _forged(positions: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[s
     return positions.map(lambda p: FORGE_PREFIX + json.dumps(p))
 
 
-def page_tokens(kind: str, *, known_bugs: bool = False) -> st.SearchStrategy[str]:
+def page_tokens(kind: str, *, known_bugs: bool = True) -> st.SearchStrategy[str]:
     """page_token values: empty, a real one (any kind), garbage, tokens of other versions and forged positions."""
     raw_json = _json_values().map(lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode().rstrip("="))
     other_version = st.builds(
@@ -441,7 +441,7 @@ def get_conversation_requests() -> st.SearchStrategy[generation_pb2.GetConversat
     )
 
 
-def list_conversations_requests(*, known_bugs: bool = False) -> st.SearchStrategy[Message]:
+def list_conversations_requests(*, known_bugs: bool = True) -> st.SearchStrategy[Message]:
     """ListConversations, unfiltered (so forged tokens reach the keyset query) or with any filters."""
     filter_ids = st.one_of(st.just(""), st.just(""), uuid_fields(PERSONA_IDS + ARC_IDS + TOPIC_IDS, huge=False))
     return st.one_of(
