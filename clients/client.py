@@ -6,18 +6,29 @@
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
+from clients.arguments import (
+    ErrorPolicyLike,
+    ItemStateLike,
+    JobStateLike,
+    TierLike,
+    as_combination,
+    as_parameters,
+    error_policy_value,
+    generation_parameters,
+    item_state_value,
+    job_state_value,
+    tier_value,
+)
+from clients.catalog_index import Catalog
 from clients.errors import ConvgenRpcError
+from clients.watch import BatchJobWatch
 from convgen.v1 import (
     batch_pb2,
     batch_pb2_grpc,
@@ -34,23 +45,6 @@ DEFAULT_TIMEOUT = 30.0
 # One generation is a model call (10-60 s with Claude) plus retries on the server side.
 GENERATE_TIMEOUT = 600.0
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
-# A watch stream open this long before it failed counts as healthy: its failure starts a fresh reconnect budget.
-HEALTHY_STREAM_SECONDS = 30.0
-
-# Enum arguments: the generated value (an int) or its name, full (TIER_EDGE_CASE) or short (edge_case).
-TierLike: TypeAlias = int | str
-JobStateLike: TypeAlias = int | str
-ItemStateLike: TypeAlias = int | str
-ErrorPolicyLike: TypeAlias = int | str
-
-TERMINAL_JOB_STATES = frozenset(
-    {batch_pb2.BATCH_JOB_STATE_COMPLETED, batch_pb2.BATCH_JOB_STATE_FAILED, batch_pb2.BATCH_JOB_STATE_CANCELLED}
-)
-# Codes with which a watch stream ends when the connection, the server or a proxy goes away: worth resuming.
-RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED})
-# Resumable too when the transport made them up (a reset stream): convgen's own statuses always carry ErrorInfo.
-TRANSPORT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
-
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 _Item = TypeVar("_Item")
@@ -78,155 +72,6 @@ def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, An
     }
     options.update(dict(extra))
     return list(options.items())
-
-
-def _enum(enum: Any, prefix: str, field_name: str, value: int | str, aliases: Mapping[str, str] | None = None) -> int:
-    """An enum number from its number, full name or short lower-case name (e.g. 'edge_case', 'edge-case')."""
-    if isinstance(value, int):
-        if value not in enum.values():
-            raise ConvgenRpcError.invalid_argument(field_name, f"{value} is not a valid {enum.DESCRIPTOR.name}")
-        return value
-    name = value.strip().lower().replace("-", "_")
-    name = (aliases or {}).get(name, name)
-    full = name.upper() if name.upper().startswith(prefix) else prefix + name.upper()
-    names: list[str] = list(enum.keys())
-    if full not in names or full.endswith("_UNSPECIFIED"):
-        choices = ", ".join(k.removeprefix(prefix).lower() for k in names if not k.endswith("_UNSPECIFIED"))
-        raise ConvgenRpcError.invalid_argument(field_name, f"{value!r} is not one of {choices}")
-    number: int = enum.Value(full)
-    return number
-
-
-def tier_value(value: TierLike, field_name: str = "tier") -> common_pb2.Tier.ValueType:
-    """A Tier from TIER_* or 'template' / 'scenario' / 'edge_case'."""
-    return common_pb2.Tier.ValueType(_enum(common_pb2.Tier, "TIER_", field_name, value))
-
-
-def job_state_value(value: JobStateLike, field_name: str = "state") -> batch_pb2.BatchJobState.ValueType:
-    """A BatchJobState from BATCH_JOB_STATE_* or 'queued' / 'running' (or 'processing') / 'failed' / ..."""
-    number = _enum(batch_pb2.BatchJobState, "BATCH_JOB_STATE_", field_name, value, {"processing": "running"})
-    return batch_pb2.BatchJobState.ValueType(number)
-
-
-def item_state_value(value: ItemStateLike, field_name: str = "state") -> batch_pb2.BatchItemState.ValueType:
-    """A BatchItemState from BATCH_ITEM_STATE_* or 'queued' / 'processing' / 'completed' / 'failed' / 'cancelled'."""
-    number = _enum(batch_pb2.BatchItemState, "BATCH_ITEM_STATE_", field_name, value, {"running": "processing"})
-    return batch_pb2.BatchItemState.ValueType(number)
-
-
-def error_policy_value(value: ErrorPolicyLike, field_name: str = "error_policy") -> batch_pb2.ErrorPolicy.ValueType:
-    """An ErrorPolicy from ERROR_POLICY_* or 'continue' / 'stop_on_failure'."""
-    number = _enum(batch_pb2.ErrorPolicy, "ERROR_POLICY_", field_name, value, {"stop": "stop_on_failure"})
-    return batch_pb2.ErrorPolicy.ValueType(number)
-
-
-def generation_parameters(
-    *,
-    persona_id: str,
-    emotional_arc_id: str,
-    training_topic_id: str,
-    tier: TierLike,
-    template_id: str = "",
-    field_name: str = "parameters",
-) -> common_pb2.GenerationParameters:
-    """One parameter set; an empty template_id auto-selects a template by arc and tier."""
-    return common_pb2.GenerationParameters(
-        persona_id=persona_id,
-        emotional_arc_id=emotional_arc_id,
-        training_topic_id=training_topic_id,
-        tier=tier_value(tier, f"{field_name}.tier"),
-        template_id=template_id,
-    )
-
-
-def _as_parameters(value: common_pb2.GenerationParameters | Mapping[str, Any], index: int) -> Any:
-    if isinstance(value, common_pb2.GenerationParameters):
-        return value
-    return generation_parameters(field_name=f"parameters[{index}]", **dict(value))
-
-
-def _as_combination(value: batch_pb2.Combination | Mapping[str, Any]) -> batch_pb2.Combination:
-    if isinstance(value, batch_pb2.Combination):
-        return value
-    fields = dict(value)
-    tier = fields.pop("tier", None)
-    combination = batch_pb2.Combination(**fields)
-    if tier is not None:
-        combination.tier = tier_value(tier, "combination.tier")
-    return combination
-
-
-def is_uuid(value: str) -> bool:
-    """True when value parses as a UUID."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass
-class Catalog:
-    """Every persona, arc, topic and template, with lookups by id or human key."""
-
-    personas: list[catalog_pb2.Persona]
-    emotional_arcs: list[catalog_pb2.EmotionalArc]
-    training_topics: list[catalog_pb2.TrainingTopic]
-    templates: list[catalog_pb2.PromptTemplate]
-    _index: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._index = {
-            "persona": {k: p for p in self.personas for k in (p.id, p.persona_key)},
-            "emotional arc": {k: a for a in self.emotional_arcs for k in (a.id, a.arc_key)},
-            "training topic": {k: t for t in self.training_topics for k in (t.id, t.topic_key)},
-            "template": {k: t for t in self.templates for k in (t.id, t.template_name)},
-        }
-
-    def _find(self, kind: str, key_or_id: str, field_name: str) -> Any:
-        found = self._index[kind].get(key_or_id.strip())
-        if found is None and is_uuid(key_or_id):
-            found = self._index[kind].get(str(uuid.UUID(key_or_id)))
-        if found is None:
-            known = sorted(k for k in self._index[kind] if not is_uuid(k))
-            shown = ", ".join(known[:25]) + (", ..." if len(known) > 25 else "")
-            raise ConvgenRpcError.client_side(
-                grpc.StatusCode.NOT_FOUND,
-                f"{field_name}: no {kind} with id or key {key_or_id!r} (known keys: {shown or 'none'})",
-                reason="CATALOG_ENTRY_NOT_FOUND",
-            )
-        return found
-
-    def persona(self, key_or_id: str, field_name: str = "persona") -> catalog_pb2.Persona:
-        """The persona with this id or persona_key."""
-        found: catalog_pb2.Persona = self._find("persona", key_or_id, field_name)
-        return found
-
-    def emotional_arc(self, key_or_id: str, field_name: str = "arc") -> catalog_pb2.EmotionalArc:
-        """The emotional arc with this id or arc_key."""
-        found: catalog_pb2.EmotionalArc = self._find("emotional arc", key_or_id, field_name)
-        return found
-
-    def training_topic(self, key_or_id: str, field_name: str = "topic") -> catalog_pb2.TrainingTopic:
-        """The training topic with this id or topic_key."""
-        found: catalog_pb2.TrainingTopic = self._find("training topic", key_or_id, field_name)
-        return found
-
-    def template(self, name_or_id: str, field_name: str = "template") -> catalog_pb2.PromptTemplate:
-        """The prompt template with this id or template_name."""
-        found: catalog_pb2.PromptTemplate = self._find("template", name_or_id, field_name)
-        return found
-
-    def label(self, kind: str, entry_id: str) -> str:
-        """The human key of an entry id ('persona', 'emotional arc', 'training topic', 'template'), else the id."""
-        entry = self._index[kind].get(entry_id)
-        if entry is None:
-            return entry_id
-        for attribute in ("persona_key", "arc_key", "topic_key", "template_name"):
-            if hasattr(entry, attribute):
-                key: str = getattr(entry, attribute)
-                return key
-        return entry_id
 
 
 class ConvgenClient:
@@ -631,10 +476,10 @@ class ConvgenClient:
             else batch_pb2.ERROR_POLICY_UNSPECIFIED,
         )
         if combination is not None:
-            request.combination.CopyFrom(_as_combination(combination))
+            request.combination.CopyFrom(as_combination(combination))
         else:
             assert parameters is not None
-            request.parameter_list.items.extend(_as_parameters(p, i) for i, p in enumerate(parameters))
+            request.parameter_list.items.extend(as_parameters(p, i) for i, p in enumerate(parameters))
         if auto_start is not None:
             request.auto_start = auto_start
         return await self._unary(self._batch_stub().CreateBatchJob, request, timeout)
@@ -778,157 +623,6 @@ class ConvgenClient:
         return await self._unary(self._batch_stub().GetBatchJobLog, request, timeout)
 
 
-class BatchJobWatch:
-    """An async iterator of a job's BatchJobEvents that survives dropped streams; see watch_batch_job."""
-
-    def __init__(
-        self,
-        stub: batch_pb2_grpc.BatchServiceAsyncStub,
-        metadata: tuple[tuple[str, str], ...],
-        job_id: str,
-        *,
-        after_sequence: int | None,
-        max_reconnects: int,
-        backoff_initial: float,
-        backoff_max: float,
-    ) -> None:
-        self.job_id = job_id
-        self._stub = stub
-        self._metadata = metadata
-        self._initial_after = after_sequence
-        self._max_reconnects = max_reconnects
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._call: grpc.aio.UnaryStreamCall[batch_pb2.WatchBatchJobRequest, batch_pb2.BatchJobEvent] | None = None
-        self._stream_snapshot_seen = False
-        self._snapshot_delivered = False
-        self._finished = False
-        self._failures = 0
-        self._opened_at = 0.0
-        self._last_error: ConvgenRpcError | None = None
-        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self.last_sequence: int | None = None
-        """Sequence of the last event yielded (for the snapshot: its resume point)."""
-        self.snapshot: batch_pb2.BatchJob | None = None
-        """The job as of the latest snapshot received (the first stream's, then each resumed stream's)."""
-        self.reconnects = 0
-        """How many times the stream was reopened."""
-
-    def __aiter__(self) -> BatchJobWatch:
-        return self
-
-    async def __aenter__(self) -> BatchJobWatch:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Cancels the open stream, if any; the iterator then ends."""
-        self._finished = True
-        self._drop_call()
-
-    def _drop_call(self) -> None:
-        call, self._call = self._call, None
-        if call is not None and not call.done():
-            call.cancel()
-
-    async def __anext__(self) -> batch_pb2.BatchJobEvent:
-        while not self._finished:
-            if self._call is None:
-                await self._open()
-            assert self._call is not None
-            try:
-                message = await self._call.read()
-            except grpc.aio.AioRpcError as error:
-                self._call = None
-                await self._failed(ConvgenRpcError.from_call(error))
-                continue
-            if message is grpc.aio.EOF:
-                self._call = None
-                if self._caught_up():
-                    self._finished = True
-                    break
-                await self._failed(
-                    ConvgenRpcError.client_side(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"watch of batch job {self.job_id} ended before the job's terminal event",
-                        reason="WATCH_STREAM_ENDED_EARLY",
-                    ),
-                    resumable=True,
-                )
-                continue
-            assert isinstance(message, batch_pb2.BatchJobEvent)
-            event = self._accept(message)
-            if event is not None:
-                return event
-        self._drop_call()
-        raise StopAsyncIteration
-
-    async def _open(self) -> None:
-        if self._failures:
-            delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._failures - 1))
-            await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
-            self.reconnects += 1
-        request = batch_pb2.WatchBatchJobRequest(job_id=self.job_id)
-        resume_from = self.last_sequence if self._snapshot_delivered else self._initial_after
-        if resume_from is not None:
-            request.after_sequence = resume_from
-        self._stream_snapshot_seen = False
-        self._opened_at = time.monotonic()
-        self._call = self._stub.WatchBatchJob(request, metadata=self._metadata)
-
-    async def _failed(self, error: ConvgenRpcError, *, resumable: bool | None = None) -> None:
-        """Records a failed stream; raises when it is not worth resuming or the reconnect budget is spent."""
-        if resumable is None:
-            resumable = error.code in RESUMABLE_CODES or (error.code in TRANSPORT_CODES and not error.reason)
-        if time.monotonic() - self._opened_at > HEALTHY_STREAM_SECONDS:
-            self._failures = 0
-        self._failures += 1
-        self._last_error = error
-        if not resumable or self._failures > self._max_reconnects:
-            self._finished = True
-            if resumable:
-                raise ConvgenRpcError(
-                    error.code,
-                    f"watch of batch job {self.job_id} gave up after {self._failures - 1} reconnects "
-                    f"(last sequence {self.last_sequence}): {error.message}",
-                    error.details,
-                ) from None
-            raise error
-
-    def _accept(self, event: batch_pb2.BatchJobEvent) -> batch_pb2.BatchJobEvent | None:
-        """The event to yield, or None for a resumed stream's snapshot and anything already yielded."""
-        if event.HasField("snapshot"):
-            first_of_stream = not self._stream_snapshot_seen
-            self._stream_snapshot_seen = True
-            self.snapshot = event.snapshot
-            if not first_of_stream or self._snapshot_delivered:
-                return None
-            self._snapshot_delivered = True
-            self.last_sequence = event.sequence
-            return event
-        if not self._snapshot_delivered:
-            # Events come only after a snapshot; a stream that skips it is treated as a fresh one.
-            self._snapshot_delivered = True
-        if self.last_sequence is not None and event.sequence <= self.last_sequence:
-            return None
-        self.last_sequence = event.sequence
-        self._failures = 0
-        if event.HasField("job") and event.job.state in TERMINAL_JOB_STATES:
-            self._finished = True
-        return event
-
-    def _caught_up(self) -> bool:
-        """True when a stream ended cleanly because there is nothing more to come: the job is terminal."""
-        snapshot = self.snapshot
-        if snapshot is None or not self._stream_snapshot_seen or snapshot.state not in TERMINAL_JOB_STATES:
-            return False
-        return self.last_sequence is not None and snapshot.last_sequence <= self.last_sequence
-
-
 def _no_target(which: str) -> ConvgenRpcError:
     return ConvgenRpcError.client_side(
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -958,20 +652,3 @@ def _credentials(
 
 async def _collect(items: AsyncIterator[_Item]) -> list[_Item]:
     return [item async for item in items]
-
-
-__all__ = [
-    "DEFAULT_BATCH_TARGET",
-    "DEFAULT_GENERATION_TARGET",
-    "GENERATE_TIMEOUT",
-    "NIL_UUID",
-    "TERMINAL_JOB_STATES",
-    "BatchJobWatch",
-    "Catalog",
-    "ConvgenClient",
-    "error_policy_value",
-    "generation_parameters",
-    "item_state_value",
-    "job_state_value",
-    "tier_value",
-]

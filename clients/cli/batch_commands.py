@@ -8,10 +8,12 @@ import sys
 from importlib import resources
 from typing import Any
 
+from clients.arguments import NIL_UUID, tier_value
+from clients.catalog_index import Catalog
 from clients.cli.common import with_client
 from clients.cli.output import Output, item_state_name, job_state_name, tier_name, usage_text, when
 from clients.cli.watch_view import job_succeeded, watch_job
-from clients.client import NIL_UUID, Catalog, ConvgenClient, tier_value
+from clients.client import ConvgenClient
 from clients.errors import ConvgenRpcError
 from convgen.v1 import batch_pb2, common_pb2
 

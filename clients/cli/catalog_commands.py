@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from clients.catalog_index import Catalog
 from clients.cli.common import connection_parent, with_client
 from clients.cli.output import Output, tier_name, to_dict
-from clients.client import Catalog, ConvgenClient
+from clients.client import ConvgenClient
 
 KINDS = ("personas", "arcs", "topics", "templates")
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import grpc
 
+from clients.arguments import is_uuid
 from clients.cli.common import with_client
 from clients.cli.output import Output, tier_name, usage_text, when
-from clients.client import ConvgenClient, is_uuid
+from clients.client import ConvgenClient
 from clients.errors import ConvgenRpcError
 from convgen.v1 import generation_pb2
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from clients.arguments import NIL_UUID, tier_value
 from clients.cli.common import with_client
 from clients.cli.conversation_commands import show_conversation
 from clients.cli.output import Output
-from clients.client import NIL_UUID, ConvgenClient, tier_value
+from clients.client import ConvgenClient
 
 TIER_CHOICES = ("template", "scenario", "edge_case")
 

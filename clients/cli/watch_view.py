@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
+from clients.catalog_index import Catalog
 from clients.cli.output import Output, job_state_name
-from clients.client import TERMINAL_JOB_STATES, Catalog, ConvgenClient
+from clients.client import ConvgenClient
 from clients.errors import ConvgenRpcError
+from clients.watch import TERMINAL_JOB_STATES
 from convgen.v1 import batch_pb2, common_pb2
 
 COST_REFRESH_SECONDS = 1.0
