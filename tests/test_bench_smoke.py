@@ -1,0 +1,130 @@
+"""Smoke test of the benchmark suite: `python -m bench.run_all --quick` runs and reports well-formed results.
+
+No timing assertions: the figures of a quick run on a shared machine mean nothing; only their presence is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HAND_WRITTEN = "## Before/after\n\nHand-written notes that the suite must keep.\n"
+
+# benchmark -> paths (dotted) that must be present and numeric in its JSON line
+EXPECTED: dict[str, list[str]] = {
+    "overhead": [
+        "items",
+        *(
+            f"runs.{config}.{key}"
+            for config in ("offline_file", "offline_s3", "sdk_file")
+            for key in (
+                "items_per_s",
+                "elapsed_s",
+                "cpu_ms_per_item.generation",
+                "cpu_ms_per_item.batch",
+                "cpu_ms_per_item.services",
+            )
+        ),
+        "runs.sdk_file.cpu_ms_per_item.fake_api",
+        "runs.offline_s3.cpu_ms_per_item.moto_s3",
+    ],
+    "concurrency": [
+        "ideal_items_per_s",
+        "convgen.items_per_s",
+        "convgen.of_ideal",
+        "naive_script.items_per_s",
+        "naive_script.of_ideal",
+        "seed_design.items_per_s",
+        "convgen_vs_naive",
+        "convgen_vs_seed",
+    ],
+    "rate_limit": ["achieved_per_s", "of_allowed", "requests", "requests_429", "share_429"],
+    "progress_latency": [
+        "p50_ms_1_watcher",
+        "p99_ms_1_watcher",
+        "p50_ms_100_watchers",
+        "p99_ms_100_watchers",
+        "items_per_s_0_watchers",
+        "items_per_s_100_watchers",
+        "throughput_cost",
+    ],
+    "scale": [
+        "items",
+        "create_s",
+        "list_unfiltered.far_end_page_100_ms.last",
+        "list_unfiltered.page_1000_ms.max",
+        "list_filtered_queued.far_end_page_100_ms.last",
+        "snapshot_ms_idle.max",
+        "snapshot_ms_running.p50",
+        "peak_rss_mb.generation",
+        "peak_rss_mb.batch",
+    ],
+}
+
+
+def _lookup(document: dict[str, Any], dotted: str) -> Any:
+    value: Any = document
+    for part in dotted.split("."):
+        assert isinstance(value, dict), f"{dotted}: {part} is not inside an object"
+        assert part in value, f"missing {dotted}"
+        value = value[part]
+    return value
+
+
+@pytest.mark.timeout(900)
+def test_quick_suite_runs_and_emits_well_formed_json_lines(tmp_path: Path) -> None:
+    report = tmp_path / "performance.md"
+    report.write_text(f"# Performance\n\nold table\n\n{HAND_WRITTEN}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run_all", "--quick", "--output", str(report)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+    lines = [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+    assert [line["benchmark"] for line in lines] == list(EXPECTED)
+    for line in lines:
+        assert "error" not in line, line["error"]
+        assert line["cores"] == os.cpu_count()
+        assert line["quick"] is True
+        for dotted in EXPECTED[line["benchmark"]]:
+            value = _lookup(line, dotted)
+            assert isinstance(value, int | float), f"{line['benchmark']}: {dotted} is {value!r}, not a number"
+        assert _no_failed_items(line), f"{line['benchmark']}: some items failed"
+
+    text = report.read_text()
+    assert "| Benchmark | Figure | Measured | Target | Met? | Notes |" in text
+    assert "--quick" in text
+    assert f"{os.cpu_count()} cores" in text
+    for name in EXPECTED:
+        assert f"| {name} |" in text
+    assert "old table" not in text
+    assert text.endswith(HAND_WRITTEN), "the hand-written Before/after section is kept"
+
+
+def _no_failed_items(line: dict[str, Any]) -> bool:
+    """Every `failed` counter in the line is 0 (the quick jobs must complete)."""
+    found: list[int] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key == "failed" and isinstance(inner, int):
+                    found.append(inner)
+                walk(inner)
+
+    walk(line)
+    return all(count == 0 for count in found)
