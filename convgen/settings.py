@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     blob_dir: Path | None = Field(
         default=None, description="Root of the filesystem blob store; defaults to CONVGEN_DATA_DIR/blobs."
     )
+    blob_fsync: bool = Field(
+        default=False,
+        description="Filesystem blob store: fsync every blob (durable across a machine crash; much slower).",
+    )
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint URL (MinIO, moto); unset means AWS's own endpoint."
     )

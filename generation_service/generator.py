@@ -240,7 +240,7 @@ class ConversationGenerator:
             **vars(new),
         )
         assert row is not None
-        logger.info(
+        logger.debug(
             "stored conversation pk=%s business_key=%s",
             row.id,
             row.conversation_id,

@@ -22,7 +22,7 @@ async def open_blob_store(settings: Settings) -> BlobStore:
             create_buckets=settings.s3_create_buckets,
         )
     else:
-        store = FileBlobStore(settings.blob_root)
+        store = FileBlobStore(settings.blob_root, fsync=settings.blob_fsync)
     try:
         await store.ensure_buckets([settings.conversation_bucket, settings.log_bucket])
     except BaseException:

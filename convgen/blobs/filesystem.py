@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import os
-import tempfile
 from pathlib import Path
 
 from convgen.blobs.port import BlobNotFound, BlobRef, BlobStoreUnavailable, InvalidBlobKey, check_key
@@ -20,11 +20,21 @@ def _check_bucket(bucket: str) -> None:
     check_key(bucket, "bucket")
 
 
+# Blobs up to this size are written on the event loop: a thread hop costs more than the write itself.
+INLINE_BYTES = 256 * 1024
+
+
 class FileBlobStore:
     """Blobs as files under root/bucket/key, written atomically (temp file + rename)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = False) -> None:
         self._root = Path(os.path.abspath(root))
+        self._real_root = os.path.realpath(self._root)
+        # fsync makes each blob durable against a machine crash, at a large cost per write.
+        self._fsync = fsync
+        # Directories already checked to resolve inside the root (blob keys share few parents).
+        self._confined: set[str] = set()
+        self._temp_counter = itertools.count()
 
     @property
     def root(self) -> Path:
@@ -34,8 +44,11 @@ class FileBlobStore:
     async def put(self, bucket: str, key: str, data: bytes, *, content_type: str) -> BlobRef:
         """Writes (or overwrites) a blob atomically and returns where it is."""
         path = self._path(bucket, key)
-        await asyncio.to_thread(self._put_sync, bucket, key, path, data)
-        return self.locate(bucket, key)
+        if len(data) <= INLINE_BYTES:
+            self._put_sync(bucket, key, path, data)
+        else:
+            await asyncio.to_thread(self._put_sync, bucket, key, path, data)
+        return BlobRef(bucket=bucket, key=key, uri=path.as_uri())
 
     async def get(self, bucket: str, key: str) -> bytes:
         """Reads a whole blob; BlobNotFound if absent."""
@@ -70,23 +83,34 @@ class FileBlobStore:
 
     def _confine(self, what: str, path: Path) -> None:
         """Raises InvalidBlobKey when path, with symlinks followed, leaves the root."""
-        real_root = os.path.realpath(self._root)
-        if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        if os.path.commonpath([self._real_root, os.path.realpath(path)]) != self._real_root:
             raise InvalidBlobKey(f"{what} resolves outside the blob root")
+
+    def _confine_parent(self, what: str, path: Path) -> None:
+        """Creates path's directory and checks it resolves inside the root (once per directory)."""
+        parent = str(path.parent)
+        if parent in self._confined:
+            return
+        self._confine(what, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The path may have gained a symlinked directory between the check above and mkdir.
+        self._confine(what, path)
+        if len(self._confined) > 10_000:
+            self._confined.clear()
+        self._confined.add(parent)
 
     def _put_sync(self, bucket: str, key: str, path: Path, data: bytes) -> None:
         try:
-            self._confine(f"blob {bucket}/{key}", path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The path may have gained a symlinked directory between the check above and mkdir.
-            self._confine(f"blob {bucket}/{key}", path)
+            self._confine_parent(f"blob {bucket}/{key}", path)
             # A leading '.' is not a valid key segment, so a temp file can never be mistaken for a blob.
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            tmp_name = os.path.join(path.parent, f".{path.name}.{os.getpid()}.{next(self._temp_counter)}.tmp")
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 with os.fdopen(fd, "wb") as tmp:
                     tmp.write(data)
-                    tmp.flush()
-                    os.fsync(tmp.fileno())
+                    if self._fsync:
+                        tmp.flush()
+                        os.fsync(tmp.fileno())
                 os.replace(tmp_name, path)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):

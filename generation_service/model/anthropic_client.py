@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx2
 
 from convgen.errors import ConvgenError, FailedPrecondition
+from convgen.settings import Settings
 from generation_service.model.errors import (
     ModelAuthenticationFailed,
     ModelOverloaded,
@@ -237,3 +239,38 @@ def _final_error(failure: _Failure, attempts: int) -> ConvgenError:
     if status == 402:
         return FailedPrecondition(text, metadata=metadata, reason="MODEL_PAYMENT_REQUIRED")
     return ModelRequestRejected(text, metadata=metadata)
+
+
+def build_anthropic_client(settings: Settings) -> AnthropicModelClient:
+    """The Claude client of a process, from its settings (the SDK's own retries off: convgen retries itself)."""
+    assert settings.anthropic_api_key is not None
+    client = anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        # convgen retries itself (classified, paced, with a shared cooldown); the SDK must not retry too.
+        max_retries=0,
+        timeout=httpx2.Timeout(settings.model_timeout_seconds, connect=10.0),
+        http_client=anthropic.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(
+                max_connections=settings.model_max_concurrency + 8,
+                max_keepalive_connections=settings.model_max_concurrency + 8,
+            ),
+            timeout=httpx2.Timeout(settings.model_timeout_seconds, connect=10.0),
+        ),
+    )
+    logger.info(
+        "using Claude model %s at %s", settings.anthropic_model, settings.anthropic_base_url or "api.anthropic.com"
+    )
+    return AnthropicModelClient(
+        client,
+        model=settings.anthropic_model,
+        retry=RetryPolicy(
+            max_attempts=settings.model_max_attempts,
+            base_seconds=settings.model_retry_base_seconds,
+            max_seconds=settings.model_retry_max_seconds,
+        ),
+        pacer=RequestPacer(
+            max_concurrency=settings.model_max_concurrency,
+            requests_per_minute=settings.model_requests_per_minute,
+        ),
+    )
