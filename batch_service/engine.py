@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from batch_service import transitions
+from batch_service.completions import CompletionRecorder
 from batch_service.domain import ItemRow, JobRow
 from batch_service.generation_client import GenerationClient, GenerationFailed
 from batch_service.job_log import LogUploader
 from batch_service.store import items, jobs
-from batch_service.transitions import TransitionResult
+from batch_service.transitions import Completed, TransitionResult
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.logging_setup import log_context
 
@@ -56,6 +57,7 @@ class BatchEngine:
         rng: random.Random | None = None,
     ) -> None:
         self._db = db
+        self._completions = CompletionRecorder(db, owner=config.owner)
         self._client = client
         self._logs = log_uploader
         self._config = config
@@ -85,6 +87,7 @@ class BatchEngine:
     def start(self) -> None:
         """Starts the dispatcher, the lease heartbeat and the reaper of dead workers' leases."""
         self._claiming = True
+        self._completions.start()
         self._loops = [
             asyncio.create_task(self._dispatch_forever(), name="batch-dispatcher"),
             asyncio.create_task(self._heartbeat_forever(), name="batch-lease-heartbeat"),
@@ -111,6 +114,7 @@ class BatchEngine:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+        await self._completions.stop()
         await self._release_leftovers()
 
     # --- one item, synchronously (ProcessNext) -----------------------------------------------------------------------
@@ -182,12 +186,18 @@ class BatchEngine:
         except asyncio.CancelledError:
             # Shutdown cut the item short: it stays leased to us until stop() puts it back in the queue.
             raise
-        except BaseException:
-            # Not renewed any more: its lease expires and the reaper re-queues it.
-            self._in_flight.pop(item.id, None)
-            raise
+        except Exception as error:  # a bug while recording: the item must still end with its cause, not hang
+            logger.exception("recording the outcome of item %s failed", item.id)
+            await self._fail_for_bug(item, "record_outcome", error)
         self._in_flight.pop(item.id, None)
         self._wake.set()
+
+    async def _fail_for_bug(self, item: ItemRow, step: str, error: Exception) -> None:
+        message = f"batch worker error at step {step}: {type(error).__name__}: {error}"
+        try:
+            await transitions.fail_item(self._db, item, owner=self.owner, error_code="INTERNAL", error_message=message)
+        except Exception:  # if even that fails, the lease expires and the reaper takes the item over
+            logger.exception("could not fail item %s after a worker error", item.id)
 
     # --- running one item ----------------------------------------------------------------------------------------
 
@@ -202,22 +212,15 @@ class BatchEngine:
                 return await self._record_failure(job, item, failure)
             except Exception as error:  # a bug must fail the item with its cause, not leave it stuck
                 logger.exception("unexpected error running item %s", item.id)
-                message = f"batch worker error at step generation: {type(error).__name__}: {error}"
-                return await self._record(
-                    lambda: transitions.fail_item(
-                        self._db, item, owner=self.owner, error_code="INTERNAL", error_message=message
-                    )
-                )
-            return await self._record(
-                lambda: transitions.complete_item(
-                    self._db,
-                    item,
-                    owner=self.owner,
-                    conversation_pk=generated.pk,
-                    business_key=generated.business_key,
-                    usage=generated.usage,
-                )
+                await self._fail_for_bug(item, "generation", error)
+                return None
+            completed = Completed(
+                item_id=item.id,
+                conversation_pk=generated.pk,
+                usage=generated.usage,
+                business_key=generated.business_key,
             )
+            return await self._record(lambda: self._completions.complete(item, completed))
 
     async def _record_failure(self, job: JobRow, item: ItemRow, failure: GenerationFailed) -> TransitionResult | None:
         if failure.code == "RESOURCE_EXHAUSTED":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from batch_service.domain import (
@@ -20,6 +20,7 @@ from batch_service.domain import (
 from batch_service.job_log import summary_line
 from batch_service.store import events, items, jobs
 from batch_service.store.events import NewEvent
+from batch_service.store.items import Completion
 from batch_service.store.jobs import CounterDelta, NewJob
 from convgen.db.database import Connection, Database
 from convgen.errors import FailedPrecondition, NotFound
@@ -45,6 +46,13 @@ class ItemChange:
     error_message: str | None = None
     retry_delay_ms: int | None = None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class Completed(Completion):
+    """A completion together with the business key of the conversation (for events and logs, never the FK)."""
+
+    business_key: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -265,34 +273,55 @@ async def claim(
         return job, claimed
 
 
-async def complete_item(
-    db: Database, item: ItemRow, *, owner: str, conversation_pk: uuid.UUID, business_key: uuid.UUID, usage: Usage
-) -> TransitionResult | None:
-    """Records an item's stored conversation (its PRIMARY KEY into the FK); None when the lease was lost."""
+async def complete_items(
+    db: Database, job_id: uuid.UUID, completions: Sequence[Completed], *, owner: str
+) -> TransitionResult:
+    """Records stored conversations of one job's items in one transaction (their PRIMARY KEYS into the FK).
+
+    Items whose lease was lost meanwhile are left out of the result; the job ends with its last item.
+    """
+    business_keys = {c.item_id: c.business_key for c in completions}
     async with db.transaction() as conn:
-        await _lock(conn, item.job_id)
-        done = await items.complete(conn, item.id, owner=owner, conversation_pk=conversation_pk, usage=usage)
-        if done is None:
-            return None
-        done = replace(done, conversation_business_key=business_key)
+        await _lock(conn, job_id)
+        done = await items.complete_many(conn, completions, owner=owner)
+        if not done:
+            job = await jobs.get(conn, job_id)
+            assert job is not None
+            return TransitionResult(job)
+        done = [replace(item, conversation_business_key=business_keys[item.id]) for item in done]
+        usage = _total_usage(item.usage for item in done)
         job = await _record_items(
             conn,
-            item.job_id,
+            job_id,
             [
                 ItemChange(
-                    done,
+                    item,
                     EventKind.COMPLETED,
                     _COMPLETE,
-                    attempt=done.attempts,
-                    conversation_business_key=business_key,
-                    message=f"completed (attempt {done.attempts}): conversation pk={conversation_pk} "
-                    f"business_key={business_key}",
+                    attempt=item.attempts,
+                    conversation_business_key=item.conversation_business_key,
+                    message=f"completed (attempt {item.attempts}): conversation pk={item.conversation_pk} "
+                    f"business_key={item.conversation_business_key}",
                 )
+                for item in done
             ],
             usage=usage,
         )
         job, terminal = await _finish_if_done(conn, job)
-        return TransitionResult(job, [done], became_terminal=terminal)
+        return TransitionResult(job, done, became_terminal=terminal)
+
+
+def _total_usage(usages: Iterable[Usage]) -> Usage:
+    total = Usage()
+    for u in usages:
+        total = Usage(
+            total.input_tokens + u.input_tokens,
+            total.output_tokens + u.output_tokens,
+            total.cache_creation_input_tokens + u.cache_creation_input_tokens,
+            total.cache_read_input_tokens + u.cache_read_input_tokens,
+            total.cost_usd + u.cost_usd,
+        )
+    return total
 
 
 async def retry_item_later(
