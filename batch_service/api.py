@@ -15,8 +15,8 @@ import grpc
 from batch_service import converters, transitions
 from batch_service.domain import ItemParameters, JobState
 from batch_service.engine import BatchEngine
+from batch_service.event_feed import JobFeeds
 from batch_service.job_log import LogUploader, render
-from batch_service.notifications import Notifications
 from batch_service.store import items, jobs
 from batch_service.store.jobs import NewJob
 from batch_service.watch import watch_job
@@ -66,13 +66,13 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self,
         db: Database,
         engine: BatchEngine,
-        notifications: Notifications,
+        feeds: JobFeeds,
         logs: LogUploader,
         limits: BatchLimits,
     ) -> None:
         self._db = db
         self._engine = engine
-        self._notifications = notifications
+        self._feeds = feeds
         self._logs = logs
         self._limits = limits
 
@@ -280,7 +280,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         if after is not None and after < 0:
             raise InvalidArgument.for_field("after_sequence", f"must not be negative (got {after})")
         with log_context(job_id=str(job_id)):
-            async for event in watch_job(self._db, self._notifications, self._logs.locate, job_id, after):
+            async for event in watch_job(self._db, self._feeds, self._logs.locate, job_id, after):
                 yield event
 
     async def ProcessNext(

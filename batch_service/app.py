@@ -11,6 +11,7 @@ import grpc
 
 from batch_service.api import BatchLimits, BatchServicer
 from batch_service.engine import BatchEngine, EngineConfig
+from batch_service.event_feed import JobFeeds
 from batch_service.generation_client import GenerationClient, open_channel
 from batch_service.job_log import LogUploader, LogUploaderConfig
 from batch_service.notifications import Notifications
@@ -91,7 +92,7 @@ class BatchApp:
             BatchServicer(
                 handle.db,
                 engine,
-                notifications,
+                JobFeeds(handle.db, notifications),
                 logs,
                 BatchLimits(
                     max_items=settings.batch_max_items,

@@ -1,4 +1,4 @@
-"""WatchBatchJob: a snapshot, then every event in sequence order from the table, woken by notifications."""
+"""WatchBatchJob: a snapshot, then every event in sequence order, until the event that ends the job."""
 
 from __future__ import annotations
 
@@ -6,28 +6,24 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from batch_service import converters
-from batch_service.notifications import Notifications
-from batch_service.store import events, jobs
+from batch_service.event_feed import JobFeeds
+from batch_service.store import jobs
 from convgen.blobs import BlobRef
 from convgen.db.database import Database
 from convgen.errors import NotFound, OutOfRange
 from convgen.v1 import batch_pb2
 
-# Re-read the table this often even without a notification (a safety net, not the mechanism).
-SAFETY_POLL_SECONDS = 5.0
-PAGE = 500
-
 
 async def watch_job(
     db: Database,
-    notifications: Notifications,
+    feeds: JobFeeds,
     locate_log: Callable[[uuid.UUID], BlobRef],
     job_id: uuid.UUID,
     after_sequence: int | None,
 ) -> AsyncIterator[batch_pb2.BatchJobEvent]:
     """Yields the snapshot, then events after the resume point, until the event that makes the job terminal."""
-    # Subscribe before reading anything, so an event committed meanwhile still wakes us.
-    async with notifications.subscribe(job_id) as signal:
+    # Join the job's feed before reading anything, so an event committed meanwhile still reaches us.
+    async with feeds.feed(job_id) as feed:
         async with db.connection() as conn:
             job = await jobs.get(conn, job_id)
         if job is None:
@@ -43,17 +39,14 @@ async def watch_job(
             return
         ending = False
         while True:
-            async with db.connection() as conn:
-                page = await events.after(conn, job_id, last, limit=PAGE)
-            if ending and not page:
+            batch = await feed.after(last)
+            if ending and not batch:
                 # The terminal event was the job's latest: the job really ended (it was not re-run since).
                 return
             ending = False
-            for row in page:
-                yield converters.event(row)
-                last = row.sequence
-                ending = row.ends_stream
-            if ending:
-                continue
-            if len(page) < PAGE:
-                await signal.wait(SAFETY_POLL_SECONDS)
+            for event in batch:
+                yield event.message
+                last = event.sequence
+                ending = event.ends_stream
+            if not batch:
+                await feed.wait_beyond(last)

@@ -137,6 +137,12 @@ async def after(conn: Connection, job_id: uuid.UUID, after_sequence: int, *, lim
     return [event_row(r) for r in rows]
 
 
+async def last_sequence(conn: Connection, job_id: uuid.UUID) -> int:
+    """The sequence of the job's latest event (0 when it has none)."""
+    value: int | None = await conn.fetchval("SELECT last_sequence FROM batch_jobs WHERE id = $1", job_id)
+    return value or 0
+
+
 @dataclass(frozen=True)
 class LogEvent:
     """An event with the human keys of its item's parameters, for rendering log lines."""
