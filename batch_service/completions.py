@@ -15,6 +15,9 @@ from convgen.db.database import Database
 
 # At most this many completions go into one transaction.
 MAX_GROUP = 256
+# How long the writer lets completions gather before a write: well under any model latency, long enough for
+# items that finish together (a burst of fast model answers) to share a transaction.
+GATHER_SECONDS = 0.003
 
 
 @dataclass
@@ -63,6 +66,7 @@ class CompletionRecorder:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            await asyncio.sleep(GATHER_SECONDS)
             while self._pending:
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
                 await self._write(group)
