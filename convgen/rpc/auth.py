@@ -43,6 +43,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Iterable[str], *, open_health_and_reflection: bool, service: str) -> None:
         self._tokens = [t.encode() for t in tokens]
         self._open = open_health_and_reflection
+        # Guards read the metadata from the call's context, so one guarded handler per method serves every call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
         if not self._tokens:
             logger.warning("%s: auth is OFF (AUTH_TOKENS unset): accepting local callers only", service)
 
@@ -76,29 +78,37 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or self._is_open(handler_call_details.method):
+        method = handler_call_details.method
+        if handler is None or self._is_open(method):
             return handler
-        metadata = tuple(handler_call_details.invocation_metadata or ())
+        cached = self._guarded.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = self._guard(handler)
+        self._guarded[method] = (handler, guarded)
+        return guarded
+
+    def _guard(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
         if handler.unary_unary is not None:
-            return replace(unary_unary=self._guard_unary(cast(UnaryBehavior, handler.unary_unary), metadata))
+            return replace(unary_unary=self._guard_unary(cast(UnaryBehavior, handler.unary_unary)))
         if handler.unary_stream is not None:
-            return replace(unary_stream=self._guard_stream(cast(StreamBehavior, handler.unary_stream), metadata))
+            return replace(unary_stream=self._guard_stream(cast(StreamBehavior, handler.unary_stream)))
         if handler.stream_stream is not None:
             # Server reflection is the one bidirectional stream; the guard works on any request shape.
-            return replace(stream_stream=self._guard_stream(cast(StreamBehavior, handler.stream_stream), metadata))
+            return replace(stream_stream=self._guard_stream(cast(StreamBehavior, handler.stream_stream)))
         return handler
 
-    def _guard_unary(self, behavior: UnaryBehavior, metadata: tuple[Any, ...]) -> UnaryBehavior:
+    def _guard_unary(self, behavior: UnaryBehavior) -> UnaryBehavior:
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            self.check(metadata, context.peer())
+            self.check(context.invocation_metadata() or (), context.peer())
             return await behavior(request, context)
 
         return guarded
 
-    def _guard_stream(self, behavior: StreamBehavior, metadata: tuple[Any, ...]) -> StreamBehavior:
+    def _guard_stream(self, behavior: StreamBehavior) -> StreamBehavior:
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            self.check(metadata, context.peer())
+            self.check(context.invocation_metadata() or (), context.peer())
             async for response in behavior(request, context):
                 yield response
 

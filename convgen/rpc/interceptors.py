@@ -51,6 +51,10 @@ def _log_failure(method: str, error: BaseException, elapsed_ms: float) -> None:
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps exceptions raised by servicers to statuses and logs each call's outcome with its method."""
 
+    def __init__(self) -> None:
+        # Wrapping is the same for every call of a method: done once (a handler per call costs CPU on the hot path).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
@@ -60,15 +64,24 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        # Generated handlers are namedtuples; _replace swaps in the wrapped behaviour.
-        replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
-        if handler.unary_unary is not None:
-            return replace(unary_unary=_wrap_unary(method, cast(UnaryBehavior, handler.unary_unary)))
-        if handler.unary_stream is not None:
-            return replace(unary_stream=_wrap_stream(method, cast(StreamBehavior, handler.unary_stream)))
-        if handler.stream_stream is not None:
-            return replace(stream_stream=_wrap_stream(method, cast(StreamBehavior, handler.stream_stream)))
-        return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap_handler(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _wrap_handler(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    # Generated handlers are namedtuples; _replace swaps in the wrapped behaviour.
+    replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
+    if handler.unary_unary is not None:
+        return replace(unary_unary=_wrap_unary(method, cast(UnaryBehavior, handler.unary_unary)))
+    if handler.unary_stream is not None:
+        return replace(unary_stream=_wrap_stream(method, cast(StreamBehavior, handler.unary_stream)))
+    if handler.stream_stream is not None:
+        return replace(stream_stream=_wrap_stream(method, cast(StreamBehavior, handler.stream_stream)))
+    return handler
 
 
 def _wrap_unary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
