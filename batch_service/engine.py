@@ -18,6 +18,7 @@ from batch_service.generation_client import GenerationClient, GenerationFailed
 from batch_service.job_log import LogUploader
 from batch_service.store import items, jobs
 from batch_service.transitions import Completed, TransitionResult
+from convgen.background import repeat_forever
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.logging_setup import log_context
 
@@ -72,6 +73,8 @@ class BatchEngine:
         self._claiming = False
         # When the model reports rate limiting, the whole process stops claiming until this moment.
         self._backoff_until = 0.0
+        # Grows while the generation service is unreachable, back to 0 at the next success.
+        self._unreachable_backoff = 0.0
 
     @property
     def owner(self) -> str:
@@ -92,9 +95,16 @@ class BatchEngine:
         self._claiming = True
         self._completions.start()
         self._loops = [
-            asyncio.create_task(self._dispatch_forever(), name="batch-dispatcher"),
-            asyncio.create_task(self._heartbeat_forever(), name="batch-lease-heartbeat"),
-            asyncio.create_task(self._reap_forever(), name="batch-lease-reaper"),
+            asyncio.create_task(
+                repeat_forever("claim round", self._wait_for_work, self._claim_if_free), name="batch-dispatcher"
+            ),
+            asyncio.create_task(
+                repeat_forever("lease heartbeat", self._heartbeat_interval, self._renew_leases),
+                name="batch-lease-heartbeat",
+            ),
+            asyncio.create_task(
+                repeat_forever("lease reaper", self._reap_interval, self._reap), name="batch-lease-reaper"
+            ),
         ]
 
     async def stop(self, grace: float) -> None:
@@ -146,21 +156,19 @@ class BatchEngine:
 
     # --- the dispatcher ------------------------------------------------------------------------------------------
 
-    async def _dispatch_forever(self) -> None:
-        while self._claiming:
-            free = self._config.worker_concurrency - len(self._in_flight)
-            pause = self._backoff_until - time.monotonic()
-            if free > 0 and pause <= 0:
-                try:
-                    await self._claim_round(free)
-                except DatabaseUnavailable as error:
-                    logger.warning("claim round skipped: %s", error.message)
-            timeout = self._config.poll_seconds if pause <= 0 else min(pause, self._config.poll_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            # Slots free up in bursts (completions are written in groups): claim for the whole burst at once.
-            await asyncio.sleep(CLAIM_GATHER_SECONDS)
-            self._wake.clear()
+    async def _claim_if_free(self) -> None:
+        free = self._config.worker_concurrency - len(self._in_flight)
+        if self._claiming and free > 0 and self._backoff_until <= time.monotonic():
+            await self._claim_round(free)
+
+    async def _wait_for_work(self) -> None:
+        pause = self._backoff_until - time.monotonic()
+        timeout = self._config.poll_seconds if pause <= 0 else min(pause, self._config.poll_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        # Slots free up in bursts (completions are written in groups): claim for the whole burst at once.
+        await asyncio.sleep(CLAIM_GATHER_SECONDS)
+        self._wake.clear()
 
     async def _claim_round(self, free: int) -> None:
         async with self._db.connection() as conn:
@@ -219,6 +227,7 @@ class BatchEngine:
                 logger.exception("unexpected error running item %s", item.id)
                 await self._fail_for_bug(item, "generation", error)
                 return None
+            self._unreachable_backoff = 0.0
             completed = Completed(
                 item_id=item.id,
                 conversation_pk=generated.pk,
@@ -228,6 +237,24 @@ class BatchEngine:
             return await self._record(lambda: self._completions.complete(item, completed))
 
     async def _record_failure(self, job: JobRow, item: ItemRow, failure: GenerationFailed) -> TransitionResult | None:
+        if failure.unreachable:
+            # The generation service is down or restarting: stop claiming for a while and put the item back
+            # without spending one of its attempts (a deploy must not fail a job).
+            self._unreachable_backoff = min(max(self._unreachable_backoff * 2, 0.5), 10.0)
+            self._backoff_until = max(self._backoff_until, time.monotonic() + self._unreachable_backoff)
+            delay = self._unreachable_backoff
+            logger.warning("generation service unreachable; pausing claims for %.1fs: %s", delay, failure.message)
+            return await self._record(
+                lambda: transitions.release_unreachable(
+                    self._db,
+                    item,
+                    owner=self.owner,
+                    delay_seconds=delay,
+                    error_code=failure.code,
+                    error_message=failure.describe(),
+                    max_recoveries=self._config.max_lease_recoveries,
+                )
+            )
         if failure.code == "RESOURCE_EXHAUSTED":
             pause = failure.retry_after if failure.retry_after is not None else self._config.retry_base_seconds
             self._backoff_until = max(self._backoff_until, time.monotonic() + pause)
@@ -282,26 +309,21 @@ class BatchEngine:
 
     # --- leases --------------------------------------------------------------------------------------------------
 
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.lease_seconds / 3)
-            if not self._in_flight:
-                continue
-            try:
-                async with self._db.connection() as conn:
-                    await items.renew_leases(
-                        conn, list(self._in_flight), owner=self.owner, lease_seconds=self._config.lease_seconds
-                    )
-            except DatabaseUnavailable as error:
-                logger.warning("lease heartbeat failed: %s", error.message)
+    async def _heartbeat_interval(self) -> None:
+        await asyncio.sleep(self._config.lease_seconds / 3)
 
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.lease_seconds / 2 * self._rng.uniform(0.8, 1.2))
-            try:
-                await self.reap_expired_leases()
-            except DatabaseUnavailable as error:
-                logger.warning("lease reaper skipped: %s", error.message)
+    async def _renew_leases(self) -> None:
+        if self._in_flight:
+            async with self._db.connection() as conn:
+                await items.renew_leases(
+                    conn, list(self._in_flight), owner=self.owner, lease_seconds=self._config.lease_seconds
+                )
+
+    async def _reap_interval(self) -> None:
+        await asyncio.sleep(self._config.lease_seconds / 2 * self._rng.uniform(0.8, 1.2))
+
+    async def _reap(self) -> None:
+        await self.reap_expired_leases()
 
     async def reap_expired_leases(self) -> int:
         """Re-queues items whose worker stopped renewing its lease; returns how many were recovered."""

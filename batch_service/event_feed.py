@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from batch_service import converters
 from batch_service.notifications import JobSignal, Notifications
 from batch_service.store import events
-from convgen.db.database import Database, DatabaseUnavailable
+from convgen.background import repeat_forever
+from convgen.db.database import Database
 from convgen.v1 import batch_pb2
 
 # Re-read the table this often even without a notification (a safety net, not the mechanism).
@@ -42,11 +43,15 @@ class JobFeed:
         self._first = 1  # sequence of self._events[0]
         self._last = 0  # highest sequence read so far (0 until the first read)
         self._arrived = asyncio.Event()
+        self._started = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Starts reading."""
-        self._task = asyncio.create_task(self._pump(), name=f"job-feed-{self._job_id}")
+        self._task = asyncio.create_task(
+            repeat_forever(f"event feed of job {self._job_id}", self._wait_for_events, self._read_new),
+            name=f"job-feed-{self._job_id}",
+        )
 
     async def stop(self) -> None:
         """Stops reading."""
@@ -74,12 +79,11 @@ class JobFeed:
             except TimeoutError:
                 return
 
-    async def _pump(self) -> None:
-        while True:
-            # While the database is down, the next notification or poll tries again.
-            with contextlib.suppress(DatabaseUnavailable):
-                await self._read_new()
+    async def _wait_for_events(self) -> None:
+        # The first round reads at once; later ones wait for a notification (or the safety poll).
+        if self._started:
             await self._signal.wait(SAFETY_POLL_SECONDS)
+        self._started = True
 
     async def _read_new(self) -> None:
         while True:

@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 
 from batch_service.domain import ItemParameters, Usage
 from convgen.rpc.convert import TIER_TO_PROTO
+from convgen.rpc.status import ERROR_DOMAIN
 from convgen.settings import Settings
 from convgen.v1 import common_pb2, generation_pb2, generation_pb2_grpc
 
@@ -41,7 +42,14 @@ class GenerationFailed(Exception):
     """A GenerateConversation call failed: the status code, the step it names and the full message."""
 
     def __init__(
-        self, *, code: str, message: str, step: str | None, transient: bool, retry_after: float | None
+        self,
+        *,
+        code: str,
+        message: str,
+        step: str | None,
+        transient: bool,
+        retry_after: float | None,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -49,6 +57,8 @@ class GenerationFailed(Exception):
         self.step = step
         self.transient = transient
         self.retry_after = retry_after
+        # The generation service itself could not be reached (no convgen status came back): not the item's fault.
+        self.unreachable = unreachable
 
     def describe(self) -> str:
         """CODE (step X): message."""
@@ -66,6 +76,10 @@ def channel_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.enable_retries", 0),
+        # Reconnect soon after a generation replica comes back (gRPC's default backoff grows to two minutes).
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 5000),
     ]
 
 
@@ -133,6 +147,7 @@ def classify(error: grpc.aio.AioRpcError) -> GenerationFailed:
     message = error.details() or "(no message)"
     step: str | None = None
     retry_after: float | None = None
+    from_service = False
     try:
         status = rpc_status.from_call(error)
     except ValueError:
@@ -143,10 +158,21 @@ def classify(error: grpc.aio.AioRpcError) -> GenerationFailed:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 step = info.metadata.get("step") or None
+                from_service = info.domain == ERROR_DOMAIN
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
                 retry_after = retry.retry_delay.ToTimedelta().total_seconds()
+    unreachable = not from_service and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    if unreachable:
+        # gRPC's transport text embeds its own error class names ("last error: UNKNOWN: ipv4:…: Connection
+        # refused"); the item's message keeps the cause without them.
+        message = "generation service unreachable: " + message.replace("UNKNOWN: ", "")
     return GenerationFailed(
-        code=code.name, message=message, step=step, transient=code in TRANSIENT_CODES, retry_after=retry_after
+        code=code.name,
+        message=message,
+        step=step,
+        transient=code in TRANSIENT_CODES,
+        retry_after=retry_after,
+        unreachable=unreachable,
     )

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from batch_service.domain import EventKind, JobRow
 from batch_service.store import events, jobs
 from batch_service.store.events import LogEvent
+from convgen.background import repeat_forever
 from convgen.blobs import BlobRef, BlobStore
-from convgen.db.database import Database, DatabaseUnavailable
+from convgen.db.database import Database
 from convgen.errors import ConvgenError, NotFound
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ class LogUploader:
 
     def start(self) -> None:
         """Starts the background sweep (it also uploads logs of jobs that ended while S3 was down)."""
-        self._task = asyncio.create_task(self._sweep_forever(), name="job-log-uploader")
+        self._task = asyncio.create_task(
+            repeat_forever("log upload sweep", self._wait_for_sweep, self._sweep_once), name="job-log-uploader"
+        )
 
     async def stop(self) -> None:
         """Stops the sweep."""
@@ -110,20 +113,14 @@ class LogUploader:
         logger.info("uploaded log of job %s (%d lines)", job_id, lines, extra={"job_id": str(job_id)})
         return True
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.sweep_seconds)
-            self._wake.clear()
-            await self._sweep_once()
+    async def _wait_for_sweep(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._config.sweep_seconds)
+        self._wake.clear()
 
     async def _sweep_once(self) -> None:
-        try:
-            async with self._db.connection() as conn:
-                pending = await jobs.pending_log_uploads(conn, limit=50)
-        except DatabaseUnavailable as error:
-            logger.warning("log upload sweep skipped: %s", error.message)
-            return
+        async with self._db.connection() as conn:
+            pending = await jobs.pending_log_uploads(conn, limit=50)
         for job_id in pending:
             try:
                 await self.upload(job_id)

@@ -354,6 +354,52 @@ async def retry_item_later(
         return TransitionResult(job, [queued])
 
 
+async def release_unreachable(
+    db: Database,
+    item: ItemRow,
+    *,
+    owner: str,
+    delay_seconds: float,
+    error_code: str,
+    error_message: str,
+    max_recoveries: int,
+) -> TransitionResult | None:
+    """The generation service was unreachable: re-queue without using an attempt, failing past max_recoveries."""
+    async with db.transaction() as conn:
+        await _lock(conn, item.job_id)
+        recoveries = await items.recoveries_of(conn, item.id, owner=owner)
+        if recoveries is None:
+            return None
+        if recoveries + 1 < max_recoveries:
+            released = await items.release_for_later(
+                conn,
+                item.id,
+                owner=owner,
+                delay_seconds=delay_seconds,
+                error_code=error_code,
+                error_message=error_message,
+            )
+            assert released is not None
+            job = await _record_items(
+                conn,
+                item.job_id,
+                [
+                    ItemChange(
+                        released,
+                        EventKind.RELEASED,
+                        _REQUEUE,
+                        error_code=error_code,
+                        error_message=error_message,
+                        retry_delay_ms=int(delay_seconds * 1000),
+                        message=f"released without using an attempt, retrying in {delay_seconds:.1f}s: {error_message}",
+                    )
+                ],
+            )
+            return TransitionResult(job, [released])
+    final = f"generation failed: {error_message} ({recoveries + 1} times; giving up)"
+    return await fail_item(db, item, owner=owner, error_code=error_code, error_message=final)
+
+
 async def fail_item(
     db: Database, item: ItemRow, *, owner: str, error_code: str, error_message: str
 ) -> TransitionResult | None:

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     model_max_concurrency: int = Field(
         default=64, ge=1, description="Model calls in flight at once per generation service process."
     )
+    generation_claim_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Lease on a request_id being generated; a dead holder's claim is taken over after it expires.",
+    )
     model_requests_per_minute: int = Field(
         default=0,
         ge=0,

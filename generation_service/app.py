@@ -56,7 +56,9 @@ class GenerationApp:
         assert database is not None
         store = blobs if blobs is not None else await open_blob_store(settings)
         model_client = model if model is not None else build_model_client(settings)
-        claims = RequestClaims(database, instance_name=settings.instance_name)
+        claims = RequestClaims(
+            database, instance_name=settings.instance_name, lease_seconds=settings.generation_claim_lease_seconds
+        )
         generator = ConversationGenerator(
             database,
             store,

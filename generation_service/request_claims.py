@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from convgen.background import repeat_forever
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.errors import Aborted
 from generation_service.store import claims
@@ -47,7 +48,10 @@ class RequestClaims:
 
     def start(self) -> None:
         """Starts renewing this process's leases."""
-        self._heartbeat = asyncio.create_task(self._renew_forever(), name="request-claims-heartbeat")
+        self._heartbeat = asyncio.create_task(
+            repeat_forever("generation claim heartbeat", self._renew_interval, self._renew),
+            name="request-claims-heartbeat",
+        )
 
     async def stop(self) -> None:
         """Stops renewing leases (held claims then expire by themselves)."""
@@ -89,13 +93,10 @@ class RequestClaims:
         except DatabaseUnavailable:
             logger.warning("could not release claim on %s; it expires with its lease", request_id)
 
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._lease / 3)
-            if not self._held:
-                continue
-            try:
-                async with self._db.connection() as conn:
-                    await claims.renew(conn, self.owner, list(self._held), self._lease)
-            except DatabaseUnavailable as error:
-                logger.warning("could not renew generation claims: %s", error.message)
+    async def _renew_interval(self) -> None:
+        await asyncio.sleep(self._lease / 3)
+
+    async def _renew(self) -> None:
+        if self._held:
+            async with self._db.connection() as conn:
+                await claims.renew(conn, self.owner, list(self._held), self._lease)

@@ -184,6 +184,38 @@ async def requeue_for_retry(
     return item_row(row) if row else None
 
 
+async def release_for_later(
+    conn: Connection, item_id: uuid.UUID, *, owner: str, delay_seconds: float, error_code: str, error_message: str
+) -> ItemRow | None:
+    """Puts this owner's item back in the queue without using an attempt (counted as a recovery); None if lost."""
+    row = await conn.fetchrow(
+        """
+        UPDATE batch_items SET
+            status = 'queued', attempts = greatest(attempts - 1, 0), lease_recoveries = lease_recoveries + 1,
+            error_code = $4, error_message = $5, next_attempt_at = clock_timestamp() + make_interval(secs => $3),
+            lease_owner = NULL, lease_expires_at = NULL
+        WHERE id = $1 AND status = 'processing' AND lease_owner = $2
+        """
+        + _RETURNING,
+        item_id,
+        owner,
+        delay_seconds,
+        error_code,
+        error_message,
+    )
+    return item_row(row) if row else None
+
+
+async def recoveries_of(conn: Connection, item_id: uuid.UUID, *, owner: str) -> int | None:
+    """How often this owner's processing item was put back without using an attempt; None if not ours."""
+    value: int | None = await conn.fetchval(
+        "SELECT lease_recoveries FROM batch_items WHERE id = $1 AND status = 'processing' AND lease_owner = $2",
+        item_id,
+        owner,
+    )
+    return value
+
+
 async def release_owned(conn: Connection, job_id: uuid.UUID, *, owner: str) -> list[ItemRow]:
     """Puts this owner's processing items of a job back in the queue without using an attempt (shutdown)."""
     rows = await conn.fetch(

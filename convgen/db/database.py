@@ -42,6 +42,10 @@ class DatabaseUnavailable(Unavailable):
 
 def is_connectivity_error(error: BaseException) -> bool:
     """True when an exception means PostgreSQL is unreachable rather than a statement failing."""
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        # After a server restart a connection that was mid-operation is left in a state asyncpg cannot continue
+        # from ("cannot switch to state ..."): the connection is gone, whatever the message says.
+        return True
     if isinstance(error, asyncpg.InterfaceError):
         text = str(error)
         return "connection" in text or "closed" in text or "pool" in text

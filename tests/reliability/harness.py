@@ -129,6 +129,8 @@ GENERATION_ENV = {
     "MODEL_MAX_ATTEMPTS": "4",
     "MODEL_RETRY_BASE_SECONDS": "0.05",
     "MODEL_RETRY_MAX_SECONDS": "0.5",
+    # A killed generation process holds its request_ids this long; the default 30 s would dominate the suite.
+    "GENERATION_CLAIM_LEASE_SECONDS": "5",
 }
 BATCH_ENV = {
     "BATCH_LEASE_SECONDS": "2",

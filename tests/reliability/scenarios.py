@@ -308,8 +308,10 @@ async def _generation_killed(env: Environment, scale: Scale, rng: random.Random,
         )
         if len(in_flight) < kills or not any(in_flight):
             report.violations.append(f"kills with model calls in flight: {in_flight}, {kills} expected")
-        retried = (await event_counts(env.database_url, job_id))["retrying"]
-        if retried == 0:
+        # Items in flight at the kill are tried again: as a retry (a failed attempt), or put back without using an
+        # attempt when the batch service found the generation service unreachable.
+        counts = await event_counts(env.database_url, job_id)
+        if counts["retrying"] + counts["released"] == 0:
             report.violations.append("no item was retried after the generation service died")
         rows = await fetch(
             env.database_url,

@@ -19,28 +19,6 @@ from tests.reliability.scenarios import SCENARIOS, Scale, Scenario, ScenarioSkip
 from tests.support.moto_s3 import MotoS3Process
 from tests.support.postgres import PostgresForTests
 
-# Product bug found by this suite (see docs/reliability.md): after a PostgreSQL restart asyncpg raises
-# InternalClientError ("cannot switch to state N; another operation (2) is in progress") on connections that were in
-# use; convgen.db.database.is_connectivity_error does not classify it, so the generation service answers INTERNAL
-# (the item fails for good, sometimes after its conversation was stored: an orphan) and the batch engine's lease
-# heartbeat, lease reaper and dispatcher loops, which only catch DatabaseUnavailable, die (items stuck for ever).
-# It depends on what is in flight at the restart, so it shows in some runs only: not strict.
-POSTGRES_RESTART_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="product bug: asyncpg InternalClientError after a PostgreSQL restart is not a connectivity error "
-    "(items fail INTERNAL or orphan their conversation; batch engine loops die and items stay processing)",
-)
-# Product bug found by this suite: while the generation service is unreachable, every call fails at once with
-# UNAVAILABLE and the batch engine keeps claiming items and spending their attempts (no pause, unlike for
-# RESOURCE_EXHAUSTED), so with the default policy (3 attempts, 2 s base backoff) a 5 s restart fails most of the
-# queued items for good ("generation failed after 3 attempts: UNAVAILABLE: connections to all backends failing;
-# last error: UNKNOWN: ... Connection refused").
-GENERATION_RESTART_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a generation service restart exhausts the default 3 attempts of queued items "
-    "(the batch engine keeps claiming while every call fails instantly with UNAVAILABLE)",
-)
-KNOWN_BUGS = {"postgres_restarted": POSTGRES_RESTART_BUG, "generation_killed_defaults": GENERATION_RESTART_BUG}
 LONGEST = ("generation_killed", "postgres_restarted", "generation_killed_defaults")
 
 Outcome = ScenarioReport | ScenarioSkipped | BaseException
@@ -106,7 +84,7 @@ async def outcomes(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("scenario", [pytest.param(s, id=s.name, marks=KNOWN_BUGS.get(s.name, ())) for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", [pytest.param(s, id=s.name) for s in SCENARIOS])
 async def test_fast_scenario(scenario: Scenario, outcomes: tuple[int, dict[str, Outcome]]) -> None:
     seed, by_name = outcomes
     outcome = by_name[scenario.name]
