@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections import Counter
@@ -280,8 +281,11 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         if after is not None and after < 0:
             raise InvalidArgument.for_field("after_sequence", f"must not be negative (got {after})")
         with log_context(job_id=str(job_id)):
-            async for event in watch_job(self._db, self._feeds, self._logs.locate, job_id, after):
-                yield event
+            async with contextlib.aclosing(
+                watch_job(self._db, self._feeds, self._logs.locate, job_id, after)
+            ) as stream:
+                async for event in stream:
+                    yield event
 
     async def ProcessNext(
         self, request: batch_pb2.ProcessNextRequest, context: Context

@@ -139,8 +139,8 @@ class JobFeeds:
         try:
             yield entry.feed
         finally:
-            async with self._lock:
-                entry.watchers -= 1
-                if entry.watchers == 0:
-                    del self._feeds[job_id]
-                    await entry.resources.aclose()
+            # No await while deciding: the last watcher detaches the feed, then stops it outside any lock.
+            entry.watchers -= 1
+            if entry.watchers == 0 and self._feeds.get(job_id) is entry:
+                del self._feeds[job_id]
+                await entry.resources.aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from batch_service import converters
 from batch_service.event_feed import JobFeeds
@@ -20,7 +20,7 @@ async def watch_job(
     locate_log: Callable[[uuid.UUID], BlobRef],
     job_id: uuid.UUID,
     after_sequence: int | None,
-) -> AsyncIterator[batch_pb2.BatchJobEvent]:
+) -> AsyncGenerator[batch_pb2.BatchJobEvent, None]:
     """Yields the snapshot, then events after the resume point, until the event that makes the job terminal."""
     # Join the job's feed before reading anything, so an event committed meanwhile still reaches us.
     async with feeds.feed(job_id) as feed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -25,7 +26,10 @@ def log_context(**fields: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _context.reset(token)
+        # An async generator closed by the garbage collector runs this in another context, where there is
+        # nothing of ours to restore.
+        with contextlib.suppress(ValueError):
+            _context.reset(token)
 
 
 def current_context() -> dict[str, str]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
@@ -20,8 +21,8 @@ logger = logging.getLogger(__name__)
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
-BidiBehavior = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
+BidiBehavior = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
 
 
 def as_convgen_error(error: BaseException) -> errors.ConvgenError:
@@ -100,12 +101,15 @@ def _wrap_unary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
 
 
 def _wrap_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncGenerator[Any, None]:
         started = time.perf_counter()
         with log_context(rpc=method):
             try:
-                async for response in behavior(request, context):
-                    yield response
+                # aclosing: when this stream ends or is cancelled, the servicer's generator is closed here and
+                # now (in this task and context), not later by the garbage collector.
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
             except (AbortError, asyncio.CancelledError):
                 raise
             except Exception as error:  # noqa: BLE001 - the last line of defence: nothing may end in UNKNOWN

@@ -102,3 +102,23 @@ async def test_watching_a_finished_job_sends_the_snapshot_and_ends(services: Ser
     late = await collect(stub, job.id)
     assert len(late) == 1
     assert late[0].snapshot.state == batch_pb2.BATCH_JOB_STATE_COMPLETED
+
+
+async def test_watchers_that_come_and_go_during_a_running_job_always_get_their_snapshot(
+    services: Services, database_url: str
+) -> None:
+    """Regression: a cancelled watch stream used to leave its cleanup to the garbage collector, and a later
+    watcher could wait for ever for its snapshot."""
+    topics = [str(r["id"]) for r in await fetch(database_url, "SELECT id FROM training_topics")]
+    request = seed_job_request(concurrency=2)
+    del request.combination.training_topic_ids[:]
+    request.combination.training_topic_ids.extend(topics)
+    job = await services.batch_stub.CreateBatchJob(request)
+    for _ in range(40):
+        call = services.batch_stub.WatchBatchJob(batch_pb2.WatchBatchJobRequest(job_id=job.id))
+        try:
+            first = await asyncio.wait_for(call.read(), 10)
+        finally:
+            call.cancel()
+        assert isinstance(first, batch_pb2.BatchJobEvent)
+        assert first.WhichOneof("event") == "snapshot"
