@@ -35,6 +35,7 @@ class BatchApp:
     host: ServiceHost
     engine: BatchEngine
     notifications: Notifications
+    feeds: JobFeeds
     logs: LogUploader
     client: GenerationClient
     owned_db: DatabaseHandle | None
@@ -84,6 +85,7 @@ class BatchApp:
             ),
         )
         notifications = Notifications(handle.dsn, on_work=engine.wake)
+        feeds = JobFeeds(handle.db, notifications)
         host = ServiceHost(
             settings, name="batch service", key="batch", interceptors=[auth_interceptor(settings, "batch")]
         )
@@ -92,7 +94,7 @@ class BatchApp:
             BatchServicer(
                 handle.db,
                 engine,
-                JobFeeds(handle.db, notifications),
+                feeds,
                 logs,
                 BatchLimits(
                     max_items=settings.batch_max_items,
@@ -114,6 +116,7 @@ class BatchApp:
             host=host,
             engine=engine,
             notifications=notifications,
+            feeds=feeds,
             logs=logs,
             client=client,
             owned_db=handle if database is None else None,
@@ -123,6 +126,7 @@ class BatchApp:
     async def stop(self, grace: float) -> None:
         """Stops calls and claims, lets in-flight work finish within grace, releases the rest, closes everything."""
         await asyncio.gather(self.host.stop(grace), self.engine.stop(grace))
+        await self.feeds.close()
         await self.logs.stop()
         await self.notifications.stop()
         await self.client.close()

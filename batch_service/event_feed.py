@@ -144,3 +144,16 @@ class JobFeeds:
             if entry.watchers == 0 and self._feeds.get(job_id) is entry:
                 del self._feeds[job_id]
                 await entry.resources.aclose()
+
+    async def close(self) -> None:
+        """Stops every feed, also those whose watcher streams were abandoned without being closed."""
+        # gRPC may drop a cancelled stream's generator without closing it; its feed must not outlive the service.
+        entries = list(self._feeds.values())
+        self._feeds.clear()
+        for entry in entries:
+            await entry.resources.aclose()
+
+    @property
+    def active(self) -> int:
+        """How many jobs have a running feed in this process."""
+        return len(self._feeds)

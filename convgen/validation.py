@@ -103,8 +103,8 @@ class FieldChecks:
         if not self.violations:
             return
         shown = self.violations[:MAX_REPORTED]
-        if len(self.violations) > MAX_REPORTED:
-            more = len(self.violations) - MAX_REPORTED
-            shown = [*shown, FieldViolation("request", f"and {more} more invalid field(s) not listed")]
         message = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        if len(self.violations) > MAX_REPORTED:
+            # Every listed violation names a real field; the count of the rest goes in the message only.
+            message += f"; and {len(self.violations) - MAX_REPORTED} more invalid field(s) not listed"
         raise InvalidArgument(message, violations=shown)

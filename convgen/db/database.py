@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -14,6 +15,9 @@ from asyncpg.pool import PoolConnectionProxy
 from convgen.errors import Unavailable
 
 logger = logging.getLogger(__name__)
+
+# How long close() waits for connections in use before terminating them.
+CLOSE_WAIT_SECONDS = 10.0
 
 # What repositories receive: a pooled connection, or a direct one (migrations, tests).
 if TYPE_CHECKING:
@@ -108,7 +112,12 @@ class Database:
     async def close(self) -> None:
         """Closes the pool, waiting briefly for connections in use."""
         try:
-            await self.pool.close()
+            # asyncpg waits for every acquired connection to come back; a caller that never releases one must
+            # not stall shutdown, so after a short wait the rest are terminated.
+            await asyncio.wait_for(self.pool.close(), CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            logger.warning("database pool: connections still in use after %.0fs; terminating them", CLOSE_WAIT_SECONDS)
+            self.pool.terminate()
         except Exception as error:
             if not is_connectivity_error(error):
                 raise

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import ipaddress
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import grpc
 
 from convgen.errors import Unauthenticated
-from convgen.rpc.interceptors import StreamBehavior, UnaryBehavior
+from convgen.rpc.interceptors import StreamBehavior, UnaryBehavior, WriterBehavior, write_responses
 from convgen.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -107,12 +106,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return guarded
 
-    def _guard_stream(self, behavior: StreamBehavior) -> StreamBehavior:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncGenerator[Any, None]:
+    def _guard_stream(self, behavior: StreamBehavior) -> WriterBehavior:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             self.check(context.invocation_metadata() or (), context.peer())
-            async with contextlib.aclosing(behavior(request, context)) as responses:
-                async for response in responses:
-                    yield response
+            await write_responses(behavior(request, context), context)
 
         return guarded
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
@@ -21,8 +22,9 @@ logger = logging.getLogger(__name__)
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
-BidiBehavior = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None] | Awaitable[None]]
+# A streaming handler in gRPC's reader/writer style: writes with context.write() and returns nothing.
+WriterBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
 
 
 def as_convgen_error(error: BaseException) -> errors.ConvgenError:
@@ -100,16 +102,12 @@ def _wrap_unary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
     return wrapped
 
 
-def _wrap_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncGenerator[Any, None]:
+def _wrap_stream(method: str, behavior: StreamBehavior) -> WriterBehavior:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         started = time.perf_counter()
         with log_context(rpc=method):
             try:
-                # aclosing: when this stream ends or is cancelled, the servicer's generator is closed here and
-                # now (in this task and context), not later by the garbage collector.
-                async with contextlib.aclosing(behavior(request, context)) as responses:
-                    async for response in responses:
-                        yield response
+                await write_responses(behavior(request, context), context)
             except (AbortError, asyncio.CancelledError):
                 raise
             except Exception as error:  # noqa: BLE001 - the last line of defence: nothing may end in UNKNOWN
@@ -117,3 +115,18 @@ def _wrap_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
                 await abort_with(context, as_convgen_error(error))
 
     return wrapped
+
+
+async def write_responses(
+    responses: AsyncGenerator[Any, None] | Awaitable[None], context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    """Sends a streaming servicer's responses: iterates a generator, or awaits a handler that writes itself."""
+    if inspect.isawaitable(responses):
+        await responses
+        return
+    # We write instead of handing gRPC a generator: gRPC drops a generator it iterates without closing it when the
+    # call is cancelled mid-send, so its cleanup (a job feed, a pooled connection) would wait for the garbage
+    # collector. Here a cancellation unwinds through the servicer's generator at once, in this task.
+    async with contextlib.aclosing(responses) as stream:
+        async for response in stream:
+            await context.write(response)

@@ -122,3 +122,11 @@ async def test_watchers_that_come_and_go_during_a_running_job_always_get_their_s
             call.cancel()
         assert isinstance(first, batch_pb2.BatchJobEvent)
         assert first.WhichOneof("event") == "snapshot"
+    # Every cancelled stream let go of the job's feed: nothing keeps reading for watchers that are gone.
+    assert services.batch is not None
+    feeds = services.batch.feeds
+    for _ in range(100):
+        if feeds.active == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert feeds.active == 0

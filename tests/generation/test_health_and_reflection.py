@@ -28,6 +28,20 @@ async def test_health_check_answers_serving(services: Services, service: str) ->
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_health_watch_streams_through_the_interceptors(services: Services) -> None:
+    """Regression: Health/Watch writes with context.write() instead of yielding, and the interceptors broke it."""
+    assert services.generation_channel is not None
+    call = health_pb2_grpc.HealthStub(services.generation_channel).Watch(
+        health_pb2.HealthCheckRequest(service="convgen.v1.GenerationService")
+    )
+    try:
+        first = await asyncio.wait_for(call.read(), 10)
+    finally:
+        call.cancel()
+    assert isinstance(first, health_pb2.HealthCheckResponse)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
 async def list_services(channel: object) -> set[str]:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -96,12 +98,32 @@ async def running_services(
             batch_channel = grpc.aio.insecure_channel(f"127.0.0.1:{batch_app.port}")
         yield Services(settings, generation, batch_app, generation_channel, batch_channel)
     finally:
-        if batch_channel is not None:
-            await batch_channel.close()
-        if batch_app is not None:
-            await batch_app.stop(0.5)
-        await generation_channel.close()
-        await generation.stop(0.5)
+        async with stopping_within(STOP_LIMIT_SECONDS):
+            if batch_channel is not None:
+                await batch_channel.close()
+            if batch_app is not None:
+                await batch_app.stop(0.5)
+            await generation_channel.close()
+            await generation.stop(0.5)
+
+
+# Stopping takes a second or two; far longer means something hangs, and the failure should say where.
+STOP_LIMIT_SECONDS = 60.0
+
+
+@asynccontextmanager
+async def stopping_within(seconds: float) -> AsyncIterator[None]:
+    """Fails with the stacks of every pending task when shutting down takes longer than seconds."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=12, file=stacks)
+        raise AssertionError(
+            f"services did not stop within {seconds:.0f}s; pending tasks:\n{stacks.getvalue()}"
+        ) from None
 
 
 def claude_settings(base_url: str) -> dict[str, Any]:
