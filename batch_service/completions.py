@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from batch_service import transitions
 from batch_service.domain import ItemRow
 from batch_service.transitions import Completed, TransitionResult
+from convgen.background import stop_task
 from convgen.db.database import Database
 
 # At most this many completions go into one transaction.
@@ -48,9 +48,7 @@ class CompletionRecorder:
     async def stop(self) -> None:
         """Stops the writer; completions still waiting fail with CancelledError (their leases expire)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         for pending in self._pending:
             pending.result.cancel()
         self._pending.clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -18,7 +17,7 @@ from batch_service.generation_client import GenerationClient, GenerationFailed
 from batch_service.job_log import LogUploader
 from batch_service.store import items, jobs
 from batch_service.transitions import Completed, TransitionResult
-from convgen.background import repeat_forever
+from convgen.background import repeat_forever, stop_task, wait_for_event
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.logging_setup import log_context
 
@@ -112,9 +111,7 @@ class BatchEngine:
         self._claiming = False
         dispatcher = self._loops[0] if self._loops else None
         if dispatcher is not None:
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+            await stop_task(dispatcher)
         if self._tasks:
             logger.info("waiting up to %.1fs for %d in-flight item(s)", grace, len(self._tasks))
             await asyncio.wait(set(self._tasks), timeout=grace)
@@ -124,9 +121,7 @@ class BatchEngine:
         if unfinished:
             await asyncio.gather(*unfinished, return_exceptions=True)
         for loop in self._loops[1:]:
-            loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+            await stop_task(loop)
         await self._completions.stop()
         await self._release_leftovers()
 
@@ -164,8 +159,7 @@ class BatchEngine:
     async def _wait_for_work(self) -> None:
         pause = self._backoff_until - time.monotonic()
         timeout = self._config.poll_seconds if pause <= 0 else min(pause, self._config.poll_seconds)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        await wait_for_event(self._wake, timeout)
         # Slots free up in bursts (completions are written in groups): claim for the whole burst at once.
         await asyncio.sleep(CLAIM_GATHER_SECONDS)
         self._wake.clear()

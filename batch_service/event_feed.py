@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from batch_service import converters
 from batch_service.notifications import JobSignal, Notifications
 from batch_service.store import events
-from convgen.background import repeat_forever
+from convgen.background import repeat_forever, stop_task, wait_for_event
 from convgen.db.database import Database
 from convgen.v1 import batch_pb2
 
 # Re-read the table this often even without a notification (a safety net, not the mechanism).
 SAFETY_POLL_SECONDS = 5.0
 PAGE = 500
-# Events kept in memory per job; a watcher further behind reads the table itself.
-BUFFER = 20_000
+# Events kept in memory per watched job (about 1.7 KB each, so about 7 MB): some 10 s of events at full speed.
+# A watcher further behind reads the table itself.
+BUFFER = 4_000
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,7 @@ class JobFeed:
     async def stop(self) -> None:
         """Stops reading."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     async def after(self, sequence: int) -> list[FeedEvent]:
         """The events after sequence that are known now (from memory, or from the table for a watcher behind)."""
@@ -73,10 +72,7 @@ class JobFeed:
     async def wait_beyond(self, sequence: int) -> None:
         """Returns once an event after sequence has been read (or after the safety poll interval)."""
         while self._last <= sequence:
-            arrived = self._arrived
-            try:
-                await asyncio.wait_for(arrived.wait(), SAFETY_POLL_SECONDS)
-            except TimeoutError:
+            if not await wait_for_event(self._arrived, SAFETY_POLL_SECONDS):
                 return
 
     async def _wait_for_events(self) -> None:

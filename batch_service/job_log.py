@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import uuid
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from batch_service.domain import EventKind, JobRow
 from batch_service.store import events, jobs
 from batch_service.store.events import LogEvent
-from convgen.background import repeat_forever
+from convgen.background import repeat_forever, stop_task, wait_for_event
 from convgen.blobs import BlobRef, BlobStore
 from convgen.db.database import Database
 from convgen.errors import ConvgenError, NotFound
@@ -84,9 +83,7 @@ class LogUploader:
     async def stop(self) -> None:
         """Stops the sweep."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     def job_ended(self) -> None:
         """Asks for an upload round now (a job just reached a terminal state)."""
@@ -114,8 +111,7 @@ class LogUploader:
         return True
 
     async def _wait_for_sweep(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._config.sweep_seconds)
+        await wait_for_event(self._wake, self._config.sweep_seconds)
         self._wake.clear()
 
     async def _sweep_once(self) -> None:

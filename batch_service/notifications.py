@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -14,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from batch_service.store.events import EVENTS_CHANNEL, WORK_CHANNEL
+from convgen.background import stop_task, wait_for_event
 from convgen.db.database import is_connectivity_error
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ class JobSignal:
 
     async def wait(self, max_wait: float) -> None:
         """Waits for a notification (or max_wait seconds, as a safety net) and re-arms."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), max_wait)
+        await wait_for_event(self._event, max_wait)
         self._event.clear()
 
 
@@ -56,9 +55,7 @@ class Notifications:
     async def stop(self) -> None:
         """Stops listening and closes the connection."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     @asynccontextmanager
     async def subscribe(self, job_id: uuid.UUID) -> AsyncIterator[JobSignal]:
@@ -127,7 +124,6 @@ class Notifications:
     async def _watch_connection(self, conn: asyncpg.Connection[Any], closed: asyncio.Event) -> None:
         # An idle LISTEN connection notices a dead server only when it next talks to it, so ping now and then.
         while not closed.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closed.wait(), 5.0)
-            if not closed.is_set():
-                await asyncio.wait_for(conn.execute("SELECT 1"), 5.0)
+            if not await wait_for_event(closed, 5.0):
+                async with asyncio.timeout(5.0):
+                    await conn.execute("SELECT 1")

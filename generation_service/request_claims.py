@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 
-from convgen.background import repeat_forever
+from convgen.background import repeat_forever, stop_task
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.errors import Aborted
 from generation_service.store import claims
@@ -56,9 +55,7 @@ class RequestClaims:
     async def stop(self) -> None:
         """Stops renewing leases (held claims then expire by themselves)."""
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+            await stop_task(self._heartbeat)
 
     async def acquire(self, request_id: str, *, deadline: float | None) -> Claim:
         """Claims request_id, or returns what it already produced; waits (until deadline) while another holds it."""

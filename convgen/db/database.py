@@ -114,7 +114,8 @@ class Database:
         try:
             # asyncpg waits for every acquired connection to come back; a caller that never releases one must
             # not stall shutdown, so after a short wait the rest are terminated.
-            await asyncio.wait_for(self.pool.close(), CLOSE_WAIT_SECONDS)
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self.pool.close()
         except TimeoutError:
             logger.warning("database pool: connections still in use after %.0fs; terminating them", CLOSE_WAIT_SECONDS)
             self.pool.terminate()
