@@ -5,13 +5,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
 from convgen.errors import Unauthenticated
-from convgen.rpc.interceptors import StreamBehavior, UnaryBehavior, WriterBehavior, write_responses
+from convgen.rpc.wrapping import StreamBehavior, UnaryBehavior, WrappingInterceptor, WriterBehavior, write_responses
 from convgen.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,19 +37,19 @@ def is_local_peer(peer: str) -> bool:
         return False
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Checks `authorization: Bearer <token>` against the accepted tokens before a servicer runs."""
 
     def __init__(self, tokens: Iterable[str], *, open_health_and_reflection: bool, service: str) -> None:
+        super().__init__()
         self._tokens = [t.encode() for t in tokens]
         self._open = open_health_and_reflection
-        # Guards read the metadata from the call's context, so one guarded handler per method serves every call.
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
         if not self._tokens:
             logger.warning("%s: auth is OFF (AUTH_TOKENS unset): accepting local callers only", service)
 
-    def _is_open(self, method: str) -> bool:
-        return self._open and method.startswith(OPEN_PREFIXES)
+    def applies_to(self, method: str) -> bool:
+        """Every method needs a token, except health and reflection when they are configured open."""
+        return not (self._open and method.startswith(OPEN_PREFIXES))
 
     def check(self, metadata: Iterable[tuple[str, Any]], peer: str) -> None:
         """Raises Unauthenticated unless the call may proceed."""
@@ -72,41 +72,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if not any(matches):
             raise Unauthenticated("invalid bearer token", reason="TOKEN_INVALID")
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or self._is_open(method):
-            return handler
-        cached = self._guarded.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        guarded = self._guard(handler)
-        self._guarded[method] = (handler, guarded)
-        return guarded
+    def wrap_unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        """Checks the caller, then runs the call (the guard reads the metadata from each call's context)."""
 
-    def _guard(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
-        if handler.unary_unary is not None:
-            return replace(unary_unary=self._guard_unary(cast(UnaryBehavior, handler.unary_unary)))
-        if handler.unary_stream is not None:
-            return replace(unary_stream=self._guard_stream(cast(StreamBehavior, handler.unary_stream)))
-        if handler.stream_stream is not None:
-            # Server reflection is the one bidirectional stream; the guard works on any request shape.
-            return replace(stream_stream=self._guard_stream(cast(StreamBehavior, handler.stream_stream)))
-        return handler
-
-    def _guard_unary(self, behavior: UnaryBehavior) -> UnaryBehavior:
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self.check(context.invocation_metadata() or (), context.peer())
             return await behavior(request, context)
 
         return guarded
 
-    def _guard_stream(self, behavior: StreamBehavior) -> WriterBehavior:
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> WriterBehavior:
+        """Checks the caller, then sends the stream."""
+
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             self.check(context.invocation_metadata() or (), context.peer())
             await write_responses(behavior(request, context), context)
