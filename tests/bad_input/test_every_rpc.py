@@ -30,9 +30,8 @@ from hypothesis import strategies as st
 
 from convgen.v1 import batch_pb2, catalog_pb2, common_pb2, generation_pb2
 from tests.bad_input import strategies as s
-from tests.batch.helpers import fetch
 from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY, MotoS3Server
-from tests.support.postgres import PostgresForTests
+from tests.support.postgres import PostgresForTests, fetch
 from tests.support.services import Services, running_services, test_settings
 
 SCALE = float(os.environ.get("BAD_INPUT_SCALE", "1"))

@@ -6,7 +6,6 @@ import asyncio
 import json
 from typing import Any
 
-import asyncpg
 import grpc
 
 from convgen.catalog.loader import packaged_catalog_path
@@ -46,15 +45,6 @@ async def wait_terminal(
         async for _event in call:
             pass
         return await stub.GetBatchJob(batch_pb2.GetBatchJobRequest(job_id=job_id))
-
-
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    """Runs one query on a fresh connection."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
 
 
 def status_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:

@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from convgen.v1 import batch_pb2, common_pb2
-from tests.batch.helpers import fetch, seed_combination, seed_job_request, wait_terminal
+from tests.batch.helpers import seed_combination, seed_job_request, wait_terminal
+from tests.support.postgres import fetch
 from tests.support.services import Services, running_services, test_settings
 
 UNKNOWN_A = "11111111-2222-3333-4444-555555555555"

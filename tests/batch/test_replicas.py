@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc, common_pb2
-from tests.batch.helpers import fetch, wait_terminal
+from tests.batch.helpers import wait_terminal
+from tests.support.postgres import fetch
 from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
 
 CORE_ARCS = [

@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc, generation_pb2_grpc
-from tests.batch.helpers import fetch, seed_job_request, wait_terminal
+from tests.batch.helpers import seed_job_request, wait_terminal
 from tests.generation.test_generate_conversation import seed_request
+from tests.support.postgres import fetch
 from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import TERMINAL, fetch, seed_job_request
+from tests.batch.helpers import TERMINAL, seed_job_request
+from tests.support.postgres import fetch
 from tests.support.services import Services, running_services, test_settings
 
 

@@ -6,9 +6,8 @@ import json
 import uuid
 from typing import Any
 
-import asyncpg
-
 from convgen.catalog.loader import packaged_catalog_path
+from tests.support.postgres import fetch
 
 SEED = json.loads(packaged_catalog_path().read_text())["seed_failing_job"]
 # The seed's second arc: turning its templates off makes its 4 items fail at template selection.
@@ -23,15 +22,6 @@ def seed_combination() -> dict[str, Any]:
         "training_topic_ids": SEED["training_topic_ids"],
         "tier": SEED["tier"],
     }
-
-
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    """Runs one query on a fresh connection."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
 
 
 async def event_sequences(dsn: str, job_id: str) -> list[tuple[int, str]]:

@@ -9,7 +9,6 @@ import grpc
 import pytest
 
 from convgen.v1 import common_pb2, generation_pb2
-from tests.batch.helpers import fetch
 from tests.generation.test_generate_conversation import (
     COUPLE_CONFLICT,
     DAVID_CHEN,
@@ -17,6 +16,7 @@ from tests.generation.test_generate_conversation import (
     NIL,
     seed_request,
 )
+from tests.support.postgres import fetch
 from tests.support.services import Services, running_services, test_settings
 
 UNKNOWN = "11111111-2222-3333-4444-555555555555"

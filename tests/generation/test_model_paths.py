@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.batch.helpers import fetch
 from tests.generation.test_generate_conversation import seed_request
 from tests.support.messages_api import FakeMessagesApi, Fault
+from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings
 
 

@@ -31,7 +31,7 @@ from convgen.v1 import batch_pb2, batch_pb2_grpc, common_pb2
 from convgen.validation import NIL_UUID
 from tests.support.chaos import poll_until
 from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_AWS_ENV, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
-from tests.support.postgres import PostgresForTests
+from tests.support.postgres import PostgresForTests, fetch
 from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
 from tests.support.tcp_proxy import ThreadedTcpProxy
 
@@ -277,15 +277,6 @@ class Cluster:
 
 
 # --- database helpers -------------------------------------------------------------------------------------------
-
-
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    """Runs one query on a fresh connection."""
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
 
 
 async def fetch_if_up(dsn: str, query: str, *args: Any) -> list[asyncpg.Record] | None:

@@ -24,7 +24,6 @@ from tests.reliability.harness import (
     create_job,
     describe_faults,
     event_counts,
-    fetch,
     guarded,
     job_progress,
     processing_items,
@@ -32,6 +31,7 @@ from tests.reliability.harness import (
     wait_until_finished,
 )
 from tests.support.chaos import poll_until, random_moments, unanswered_requests
+from tests.support.postgres import fetch
 
 
 class Scale(enum.StrEnum):

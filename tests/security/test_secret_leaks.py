@@ -12,8 +12,9 @@ import pytest
 
 from convgen.blobs.s3 import S3BlobStore
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import fetch, seed_job_request, wait_terminal
+from tests.batch.helpers import seed_job_request, wait_terminal
 from tests.support.moto_s3 import FAKE_REGION, MotoS3Server
+from tests.support.postgres import fetch
 from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
 
 API_KEY = "sk-ant-api03-SECRET-do-not-log-4f1e"

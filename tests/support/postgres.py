@@ -7,6 +7,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +23,15 @@ TEST_SERVER_SETTINGS = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }
+
+
+async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Runs one query on a fresh connection."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
 
 
 def dsn_for_database(dsn: str, database: str) -> str:
