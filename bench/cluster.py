@@ -27,17 +27,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
 import psutil  # type: ignore[import-untyped]
 
-from convgen.catalog.loader import load_catalog, packaged_catalog_path, read_catalog_file
 from convgen.db.embedded import EmbeddedPostgres, start_embedded_postgres
-from convgen.db.migrations import migrate
 from convgen.v1 import batch_pb2, batch_pb2_grpc, common_pb2
 from tests.support.moto_s3 import MotoS3Process
+from tests.support.postgres import (
+    clone_database,
+    create_template_database,
+    database_name,
+    drop_statement,
+    execute_as_admin,
+)
 from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,12 +88,6 @@ def _kill_leftovers() -> None:
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------------------------
-
-
-def dsn_for_database(dsn: str, database: str) -> str:
-    """The same server DSN pointing at another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -190,16 +188,8 @@ class BenchPostgres:
             note(f"embedded PostgreSQL started in {tmpdir}")
         template = f"convgen_bench_template_{uuid.uuid4().hex[:8]}"
         try:
-            admin = await asyncpg.connect(admin_dsn)
+            conn = await asyncpg.connect(await create_template_database(admin_dsn, template))
             try:
-                await admin.execute(f'CREATE DATABASE "{template}"')
-            finally:
-                await admin.close()
-            conn = await asyncpg.connect(dsn_for_database(admin_dsn, template))
-            try:
-                await migrate(conn)
-                catalog_file, _ = read_catalog_file(packaged_catalog_path())
-                await load_catalog(conn, catalog_file)
                 await _extend_catalog(conn)
                 personas = await conn.fetch("SELECT id FROM personas ORDER BY persona_key")
                 arcs = await conn.fetch(
@@ -265,22 +255,14 @@ class BenchPostgres:
     async def create_database(self) -> str:
         """A fresh database cloned from the template; returns its DSN."""
         name = f"convgen_bench_{uuid.uuid4().hex[:12]}"
-        admin = await asyncpg.connect(self.admin_dsn)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
-        finally:
-            await admin.close()
+        dsn = await clone_database(self.admin_dsn, self.template, name)
         self.databases.append(name)
-        return dsn_for_database(self.admin_dsn, name)
+        return dsn
 
     async def drop_database(self, dsn: str) -> None:
         """Drops a database made by create_database."""
-        name = urlsplit(dsn).path.lstrip("/")
-        admin = await asyncpg.connect(self.admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        name = database_name(dsn)
+        await execute_as_admin(self.admin_dsn, drop_statement(name))
         with contextlib.suppress(ValueError):
             self.databases.remove(name)
 
@@ -291,12 +273,7 @@ class BenchPostgres:
             if self.tmpdir is not None:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
             return
-        admin = await asyncpg.connect(self.admin_dsn)
-        try:
-            for name in [*self.databases, self.template]:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await execute_as_admin(self.admin_dsn, *(drop_statement(name) for name in [*self.databases, self.template]))
 
 
 # --- the process cluster -------------------------------------------------------------------------------------------

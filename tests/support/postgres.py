@@ -40,6 +40,46 @@ def dsn_for_database(dsn: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
 
 
+async def execute_as_admin(admin_dsn: str, *statements: str) -> None:
+    """Runs statements (CREATE or DROP DATABASE, which cannot run in a transaction) on a fresh connection."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        for statement in statements:
+            await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+async def create_template_database(admin_dsn: str, name: str) -> str:
+    """Creates a database, migrates it and loads the demo catalog; returns its DSN."""
+    await execute_as_admin(admin_dsn, f'CREATE DATABASE "{name}"')
+    dsn = dsn_for_database(admin_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        catalog, _ = read_catalog_file(packaged_catalog_path())
+        await load_catalog(conn, catalog)
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def clone_database(admin_dsn: str, source: str, name: str) -> str:
+    """A new database copied from source (a template); returns its DSN."""
+    await execute_as_admin(admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    return dsn_for_database(admin_dsn, name)
+
+
+def database_name(dsn: str) -> str:
+    """The database a DSN points at."""
+    return urlsplit(dsn).path.lstrip("/")
+
+
+def drop_statement(name: str) -> str:
+    """DROP DATABASE that also disconnects the database's sessions."""
+    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+
+
 @dataclass
 class PostgresForTests:
     """A server plus a migrated template database with the demo catalog loaded."""
@@ -60,47 +100,21 @@ class PostgresForTests:
             embedded = start_embedded_postgres(pgdata, ephemeral=True, server_settings=TEST_SERVER_SETTINGS)
             admin_dsn = embedded.dsn
         template = f"convgen_template_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'CREATE DATABASE "{template}"')
-        finally:
-            await admin.close()
-        conn = await asyncpg.connect(dsn_for_database(admin_dsn, template))
-        try:
-            await migrate(conn)
-            catalog, _ = read_catalog_file(packaged_catalog_path())
-            await load_catalog(conn, catalog)
-        finally:
-            await conn.close()
+        await create_template_database(admin_dsn, template)
         return cls(admin_dsn=admin_dsn, template=template, embedded=embedded)
 
     async def create_database(self, *, empty: bool = False) -> str:
         """A fresh database cloned from the template (or empty); returns its DSN."""
         name = f"convgen_test_{uuid.uuid4().hex[:12]}"
-        admin = await asyncpg.connect(self.admin_dsn)
-        try:
-            source = "template0" if empty else self.template
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-        finally:
-            await admin.close()
-        return dsn_for_database(self.admin_dsn, name)
+        return await clone_database(self.admin_dsn, "template0" if empty else self.template, name)
 
     async def drop_database(self, dsn: str) -> None:
         """Drops a database made by create_database, disconnecting its sessions."""
-        name = urlsplit(dsn).path.lstrip("/")
-        admin = await asyncpg.connect(self.admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await execute_as_admin(self.admin_dsn, drop_statement(database_name(dsn)))
 
     async def close(self) -> None:
         """Drops the template and stops an embedded server."""
         if self.embedded is not None:
             self.embedded.close()
             return
-        admin = await asyncpg.connect(self.admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await execute_as_admin(self.admin_dsn, drop_statement(self.template))
