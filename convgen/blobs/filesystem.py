@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from convgen.blobs.port import BlobNotFound, BlobRef, BlobStoreUnavailable, InvalidBlobKey, check_key
 
 # Reading a key that is a directory, or under a file, of other keys (e.g. "a" when "a/b" exists) finds no blob.
+_T = TypeVar("_T")
+
 _MISSING = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
 
 
 def _check_bucket(bucket: str) -> None:
     # The port validates buckets only together with a key; any valid key will do here.
     check_key(bucket, "bucket")
-
-
-# Blobs up to this size are written on the event loop: a thread hop costs more than the write itself.
-INLINE_BYTES = 256 * 1024
 
 
 class FileBlobStore:
@@ -35,6 +36,11 @@ class FileBlobStore:
         # Directories already checked to resolve inside the root (blob keys share few parents).
         self._confined: set[str] = set()
         self._temp_counter = itertools.count()
+        # File system calls run on this store's own thread, never on the event loop: with PostgreSQL committing on
+        # the same disk one create + rename took 1 ms at p50 and up to 18 ms, stalling every call in the process.
+        # The hop costs CPU (~0.5 ms per item here) but frees the loop: +5 % items/s at 64 model calls in flight.
+        # One thread keeps writes to a directory from contending for its lock.
+        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="convgen-blobs")
 
     @property
     def root(self) -> Path:
@@ -44,21 +50,18 @@ class FileBlobStore:
     async def put(self, bucket: str, key: str, data: bytes, *, content_type: str) -> BlobRef:
         """Writes (or overwrites) a blob atomically and returns where it is."""
         path = self._path(bucket, key)
-        if len(data) <= INLINE_BYTES:
-            self._put_sync(bucket, key, path, data)
-        else:
-            await asyncio.to_thread(self._put_sync, bucket, key, path, data)
+        await self._run(self._put_sync, bucket, key, path, data)
         return BlobRef(bucket=bucket, key=key, uri=path.as_uri())
 
     async def get(self, bucket: str, key: str) -> bytes:
         """Reads a whole blob; BlobNotFound if absent."""
         path = self._path(bucket, key)
-        return await asyncio.to_thread(self._get_sync, bucket, key, path)
+        return await self._run(self._get_sync, bucket, key, path)
 
     async def exists(self, bucket: str, key: str) -> bool:
         """True when a blob is at bucket/key."""
         path = self._path(bucket, key)
-        return await asyncio.to_thread(self._exists_sync, bucket, key, path)
+        return await self._run(self._exists_sync, bucket, key, path)
 
     def locate(self, bucket: str, key: str) -> BlobRef:
         """The reference a blob at bucket/key has (whether or not it exists)."""
@@ -68,10 +71,14 @@ class FileBlobStore:
         """Creates the bucket directories that do not exist."""
         for bucket in buckets:
             _check_bucket(bucket)
-        await asyncio.to_thread(self._ensure_sync, buckets)
+        await self._run(self._ensure_sync, buckets)
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Stops the I/O thread after the writes already submitted."""
+        await asyncio.to_thread(self._io.shutdown, wait=True)
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
 
     def _path(self, bucket: str, key: str) -> Path:
         check_key(bucket, key)
