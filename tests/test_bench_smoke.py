@@ -51,6 +51,8 @@ EXPECTED: dict[str, list[str]] = {
         "p99_ms_1_watcher",
         "p50_ms_100_watchers",
         "p99_ms_100_watchers",
+        "p99_ms_100_watchers_moderate",
+        "moderate.concurrency",
         "items_per_s_0_watchers",
         "items_per_s_100_watchers",
         "throughput_cost",
