@@ -19,7 +19,7 @@ from convgen.blobs import BlobStore
 from convgen.blobs.factory import open_blob_store
 from convgen.db.bootstrap import DatabaseHandle, open_database
 from convgen.rpc.auth import auth_interceptor
-from convgen.rpc.server import ServiceHost, wait_for_termination_signal
+from convgen.rpc.server import ServiceHost, freeze_startup_objects, wait_for_termination_signal
 from convgen.settings import Settings
 from convgen.v1 import batch_pb2, batch_pb2_grpc
 
@@ -139,6 +139,7 @@ class BatchApp:
 async def serve(settings: Settings) -> None:
     """Runs the batch service until SIGTERM or SIGINT."""
     app = await BatchApp.start(settings)
+    freeze_startup_objects()
     signal_name = await wait_for_termination_signal()
     logger.info("%s received: shutting down (grace %.1fs)", signal_name, settings.shutdown_grace_seconds)
     await app.stop(settings.shutdown_grace_seconds)

@@ -10,7 +10,7 @@ from convgen.blobs.factory import open_blob_store
 from convgen.db.bootstrap import DatabaseHandle, open_database
 from convgen.db.database import Database
 from convgen.rpc.auth import auth_interceptor
-from convgen.rpc.server import ServiceHost, wait_for_termination_signal
+from convgen.rpc.server import ServiceHost, freeze_startup_objects, wait_for_termination_signal
 from convgen.settings import Settings
 from convgen.v1 import catalog_pb2, catalog_pb2_grpc, generation_pb2, generation_pb2_grpc
 from generation_service.api import CatalogServicer, GenerationServicer
@@ -112,6 +112,7 @@ class GenerationApp:
 async def serve(settings: Settings) -> None:
     """Runs the generation service until SIGTERM or SIGINT."""
     app = await GenerationApp.start(settings)
+    freeze_startup_objects()
     signal_name = await wait_for_termination_signal()
     logger.info("%s received: shutting down (grace %.1fs)", signal_name, settings.shutdown_grace_seconds)
     await app.stop(settings.shutdown_grace_seconds)

@@ -7,7 +7,7 @@ import logging
 from batch_service.app import BatchApp
 from convgen.blobs.factory import open_blob_store
 from convgen.db.bootstrap import open_database
-from convgen.rpc.server import wait_for_termination_signal
+from convgen.rpc.server import freeze_startup_objects, wait_for_termination_signal
 from convgen.settings import Settings
 from generation_service.app import GenerationApp
 
@@ -21,6 +21,7 @@ async def serve_all(settings: Settings) -> None:
     generation = await GenerationApp.start(settings, db=handle.db, blobs=blobs)
     local = settings.with_overrides(generation_target=f"127.0.0.1:{generation.port}")
     batch = await BatchApp.start(local, database=handle, blobs=blobs)
+    freeze_startup_objects()
     signal_name = await wait_for_termination_signal()
     logger.info("%s received: shutting down (grace %.1fs)", signal_name, settings.shutdown_grace_seconds)
     await batch.stop(settings.shutdown_grace_seconds)

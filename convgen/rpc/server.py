@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -114,6 +115,14 @@ class ServiceHost:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         logger.info("%s stopped", self.name)
+
+
+def freeze_startup_objects() -> None:
+    """Takes everything allocated while starting out of the garbage collector's full passes."""
+    # Modules, protobuf descriptors, the SDK's models and gRPC's objects never die, but every full collection
+    # walked them: 70-130 ms pauses of the event loop every few seconds under load (gc.freeze, as Instagram does).
+    gc.collect()
+    gc.freeze()
 
 
 async def wait_for_termination_signal() -> str:
