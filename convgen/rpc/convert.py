@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
@@ -16,6 +16,7 @@ TIER_TO_PROTO: dict[Tier, common_pb2.Tier.ValueType] = {
     Tier.SCENARIO: common_pb2.TIER_SCENARIO,
     Tier.EDGE_CASE: common_pb2.TIER_EDGE_CASE,
 }
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIER_FROM_PROTO: dict[int, Tier] = {int(v): k for k, v in TIER_TO_PROTO.items()}
 
 
@@ -35,9 +36,10 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A protobuf Timestamp, or None."""
     if value is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    # Arithmetic instead of Timestamp.FromDatetime (pure Python, ~4x slower): a 1,000-item page has 2,000 of these.
+    # timedelta keeps days floored and seconds/microseconds non-negative, as Timestamp wants.
+    delta = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1_000)
 
 
 def blob_location(ref: BlobRef) -> common_pb2.BlobLocation:
