@@ -112,3 +112,41 @@ async def test_unusable_output_fails_clearly_keeps_the_raw_response_and_records_
     raw_path = tmp_path / "blobs" / failures[0]["raw_bucket"] / failures[0]["raw_key"]
     assert json.loads(raw_path.read_bytes())["type"] == "message"
     assert await fetch(database_url, "SELECT id FROM conversations") == []
+
+
+@pytest.fixture
+async def impatient_services(database_url: str, tmp_path: Path, fake_api: FakeMessagesApi) -> AsyncIterator[Services]:
+    settings = test_settings(
+        database_url,
+        tmp_path,
+        **{**claude_settings(fake_api.base_url), "model_timeout_seconds": 1.0},
+        model_max_attempts=2,
+        model_retry_base_seconds=0.1,
+    )
+    async with running_services(settings, batch=False) as running:
+        yield running
+
+
+async def test_an_answer_slower_than_the_model_timeout_is_cut_and_retried(
+    impatient_services: Services, fake_api: FakeMessagesApi
+) -> None:
+    fake_api.update_config({"slow_seconds": 6.0})
+    fake_api.inject(Fault.SLOW)
+    stored = await impatient_services.generation_stub.GenerateConversation(seed_request("slow-then-ok"))
+    assert stored.turn_count == 6
+    slow, retried = fake_api.requests
+    assert [slow.fault, retried.fault] == [Fault.SLOW, Fault.OK]
+    # The retry went out after the 1 s timeout plus backoff, long before the slow answer (6 s) would have come.
+    assert 1.0 <= retried.arrived_at - slow.arrived_at < 3.0
+
+
+async def test_persistent_slowness_ends_in_deadline_exceeded_saying_it_timed_out(
+    impatient_services: Services, fake_api: FakeMessagesApi
+) -> None:
+    fake_api.update_config({"slow_seconds": 6.0})
+    fake_api.inject(Fault.SLOW, times=2)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await impatient_services.generation_stub.GenerateConversation(seed_request("always-slow"))
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert caught.value.details() == "anthropic timeout: request timed out (after 2 attempts)"
+    assert len(fake_api.requests) == 2
