@@ -239,6 +239,17 @@ async def test_file_store_on_a_broken_root_is_unavailable(tmp_path: Path) -> Non
     assert not await store.exists(BUCKET, "k.txt")
 
 
+async def test_file_store_after_close_is_unavailable_and_kept_earlier_writes(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    await store.ensure_buckets([BUCKET])
+    await store.put(BUCKET, "before.txt", b"kept", content_type="text/plain")
+    await store.close()
+    with pytest.raises(BlobStoreUnavailable, match="closed"):
+        await store.put(BUCKET, "after.txt", b"x", content_type="text/plain")
+    assert (tmp_path / BUCKET / "before.txt").read_bytes() == b"kept"
+    assert not (tmp_path / BUCKET / "after.txt").exists()
+
+
 # --- factory -----------------------------------------------------------------------------------------------------
 
 
