@@ -162,7 +162,9 @@ METHOD = """\
 - **Progress latency.** Receive time at the watcher − the event row's `created_at` (`clock_timestamp()` at INSERT,
   before COMMIT), same machine clock: an upper bound of commit → receive. A lower bound (receive − arrival of the
   same NOTIFY at the bench's own LISTEN connection, which PostgreSQL sends only after the commit) is in the notes.
-  Watchers run in separate client processes (50 per process, one channel each) on the same two cores.
+  Watchers run in separate client processes (50 per process, one channel each) on the same two cores. Three loads:
+  paced (concurrency 64 at 0.5 s ± 20 %, the concurrency benchmark's job), moderate (concurrency 8, same latency)
+  and saturated (model latency 0, for the throughput cost).
 - **Latency of single calls** (CreateBatchJob, ListBatchItems, the snapshot) is timed at the client around the
   whole RPC, response decoding included.
 - **Noise.** Timings taken while other work runs on the machine are pessimistic; the load averages at the start and
