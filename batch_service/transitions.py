@@ -330,8 +330,14 @@ async def retry_item_later(
     """Re-queues an item after a transient failure, due after the delay; None when the lease was lost."""
     async with db.transaction() as conn:
         await _lock(conn, item.job_id)
-        queued = await items.requeue_for_retry(
-            conn, item.id, owner=owner, delay_seconds=delay_seconds, error_code=error_code, error_message=error_message
+        queued = await items.requeue(
+            conn,
+            item.id,
+            owner=owner,
+            delay_seconds=delay_seconds,
+            error_code=error_code,
+            error_message=error_message,
+            spend_attempt=True,
         )
         if queued is None:
             return None
@@ -371,13 +377,14 @@ async def release_unreachable(
         if recoveries is None:
             return None
         if recoveries + 1 < max_recoveries:
-            released = await items.release_for_later(
+            released = await items.requeue(
                 conn,
                 item.id,
                 owner=owner,
                 delay_seconds=delay_seconds,
                 error_code=error_code,
                 error_message=error_message,
+                spend_attempt=False,
             )
             assert released is not None
             job = await _record_items(

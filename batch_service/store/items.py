@@ -162,36 +162,27 @@ async def fail(
     return item_row(row) if row else None
 
 
-async def requeue_for_retry(
-    conn: Connection, item_id: uuid.UUID, *, owner: str, delay_seconds: float, error_code: str, error_message: str
+async def requeue(
+    conn: Connection,
+    item_id: uuid.UUID,
+    *,
+    owner: str,
+    delay_seconds: float,
+    error_code: str,
+    error_message: str,
+    spend_attempt: bool,
 ) -> ItemRow | None:
-    """Puts this owner's processing item back in the queue, due after the delay; None if the lease was lost."""
+    """Puts this owner's processing item back in the queue, due after the delay; None if the lease was lost.
+
+    Without spend_attempt the attempt is given back and counted as a recovery instead (the failure was not the
+    item's: the generation service was unreachable).
+    """
     row = await conn.fetchrow(
         """
         UPDATE batch_items SET
-            status = 'queued', error_code = $4, error_message = $5,
-            next_attempt_at = clock_timestamp() + make_interval(secs => $3),
-            lease_owner = NULL, lease_expires_at = NULL
-        WHERE id = $1 AND status = 'processing' AND lease_owner = $2
-        """
-        + _RETURNING,
-        item_id,
-        owner,
-        delay_seconds,
-        error_code,
-        error_message,
-    )
-    return item_row(row) if row else None
-
-
-async def release_for_later(
-    conn: Connection, item_id: uuid.UUID, *, owner: str, delay_seconds: float, error_code: str, error_message: str
-) -> ItemRow | None:
-    """Puts this owner's item back in the queue without using an attempt (counted as a recovery); None if lost."""
-    row = await conn.fetchrow(
-        """
-        UPDATE batch_items SET
-            status = 'queued', attempts = greatest(attempts - 1, 0), lease_recoveries = lease_recoveries + 1,
+            status = 'queued',
+            attempts = CASE WHEN $6 THEN attempts ELSE greatest(attempts - 1, 0) END,
+            lease_recoveries = lease_recoveries + CASE WHEN $6 THEN 0 ELSE 1 END,
             error_code = $4, error_message = $5, next_attempt_at = clock_timestamp() + make_interval(secs => $3),
             lease_owner = NULL, lease_expires_at = NULL
         WHERE id = $1 AND status = 'processing' AND lease_owner = $2
@@ -202,6 +193,7 @@ async def release_for_later(
         delay_seconds,
         error_code,
         error_message,
+        spend_attempt,
     )
     return item_row(row) if row else None
 

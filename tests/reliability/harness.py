@@ -24,6 +24,8 @@ import aiohttp
 import asyncpg
 import grpc
 
+from batch_service.domain import JobRow
+from batch_service.store import jobs as job_store
 from convgen.blobs import BlobNotFound
 from convgen.blobs.s3 import S3BlobStore
 from convgen.db.database import is_connectivity_error
@@ -289,55 +291,10 @@ async def fetch_if_up(dsn: str, query: str, *args: Any) -> list[asyncpg.Record] 
         raise
 
 
-@dataclass(frozen=True)
-class JobProgress:
-    """A job row's state and counters."""
-
-    state: str
-    total: int
-    queued: int
-    processing: int
-    completed: int
-    failed: int
-    cancelled: int
-    log_uploaded: bool
-
-    @property
-    def done(self) -> int:
-        """Items in a terminal state."""
-        return self.completed + self.failed + self.cancelled
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the job is completed, failed or cancelled."""
-        return self.state in TERMINAL_JOB_STATES
-
-
-async def job_progress(dsn: str, job_id: str) -> JobProgress | None:
-    """The job's state and counters, or None while PostgreSQL is unreachable."""
-    rows = await fetch_if_up(
-        dsn,
-        """
-        SELECT state, total_items, queued_items, processing_items, completed_items, failed_items, cancelled_items,
-               state IN ('completed', 'failed', 'cancelled') AND log_uploaded_sequence >= terminal_sequence
-               AND terminal_sequence > 0 AS log_uploaded
-        FROM batch_jobs WHERE id = $1
-        """,
-        uuid.UUID(job_id),
-    )
-    if not rows:
-        return None
-    r = rows[0]
-    return JobProgress(
-        state=r["state"],
-        total=r["total_items"],
-        queued=r["queued_items"],
-        processing=r["processing_items"],
-        completed=r["completed_items"],
-        failed=r["failed_items"],
-        cancelled=r["cancelled_items"],
-        log_uploaded=r["log_uploaded"],
-    )
+async def job_progress(dsn: str, job_id: str) -> JobRow | None:
+    """The job row (state, counters, log upload), or None while PostgreSQL is unreachable."""
+    rows = await fetch_if_up(dsn, "SELECT * FROM batch_jobs WHERE id = $1", uuid.UUID(job_id))
+    return job_store.job_row(rows[0]) if rows else None
 
 
 # An item is stuck when its lease expired this long ago without being recovered, or when due queued items have not
@@ -384,12 +341,10 @@ async def stuck_reason(dsn: str, job_id: str) -> str | None:
     return None
 
 
-async def _poll_job(
-    dsn: str, job_id: str, done: Callable[[JobProgress], bool], *, within: float, what: str
-) -> JobProgress:
+async def _poll_job(dsn: str, job_id: str, done: Callable[[JobRow], bool], *, within: float, what: str) -> JobRow:
     """Polls the job until done(progress); raises JobStuck when it is stuck, TimeoutError after `within`."""
 
-    async def probe() -> JobProgress | None:
+    async def probe() -> JobRow | None:
         progress = await job_progress(dsn, job_id)
         if progress is not None and done(progress):
             return progress
@@ -401,21 +356,25 @@ async def _poll_job(
     return await poll_until(probe, within=within, what=f"{what} (job {job_id})", interval=0.2)
 
 
-async def wait_for_progress(dsn: str, job_id: str, fraction: float, *, within: float) -> JobProgress:
+async def wait_for_progress(dsn: str, job_id: str, fraction: float, *, within: float) -> JobRow:
     """Waits until at least this fraction of the job's items is terminal (or the job ended)."""
     return await _poll_job(
         dsn,
         job_id,
-        lambda p: p.done >= fraction * p.total or p.terminal,
+        lambda p: p.counters.total - p.counters.remaining >= fraction * p.counters.total or p.state.terminal,
         within=within,
         what=f"{fraction:.0%} of the items done",
     )
 
 
-async def wait_until_finished(dsn: str, job_id: str, *, within: float) -> JobProgress:
+async def wait_until_finished(dsn: str, job_id: str, *, within: float) -> JobRow:
     """Waits until the job is terminal and its log is uploaded."""
     return await _poll_job(
-        dsn, job_id, lambda p: p.terminal and p.log_uploaded, within=within, what="the job's end with its log uploaded"
+        dsn,
+        job_id,
+        lambda p: p.state.terminal and p.log_uploaded,
+        within=within,
+        what="the job's end with its log uploaded",
     )
 
 

@@ -171,7 +171,7 @@ async def batch_killed(env: Environment, scale: Scale, rng: random.Random) -> Sc
         async def chaos() -> None:
             for moment in random_moments(rng, kills, low=0.1, high=0.85, min_gap=0.1):
                 progress = await wait_for_progress(env.database_url, job_id, moment, within=_finished_within(scale))
-                if progress.terminal:
+                if progress.state.terminal:
                     break
                 replica.kill()
                 # Nothing else runs items now: whatever is in processing was leased by the dead process.
@@ -280,7 +280,7 @@ async def _generation_killed(env: Environment, scale: Scale, rng: random.Random,
         async def chaos() -> None:
             for moment in random_moments(rng, kills, low=0.15, high=0.6, min_gap=0.2):
                 progress = await wait_for_progress(env.database_url, job_id, moment, within=_finished_within(scale))
-                if progress.terminal:
+                if progress.state.terminal:
                     break
                 calls, processing = await poll_until(
                     calls_in_flight, within=30, what="model calls in flight", interval=0.02
@@ -346,9 +346,9 @@ async def postgres_restarted(env: Environment, scale: Scale, rng: random.Random)
         async def chaos() -> None:
             for moment in random_moments(rng, restarts, low=0.2, high=0.7, min_gap=0.2):
                 progress = await wait_for_progress(env.database_url, job_id, moment, within=_finished_within(scale))
-                if progress.terminal:
+                if progress.state.terminal:
                     break
-                in_flight.append(progress.processing)
+                in_flight.append(progress.counters.processing)
                 await asyncio.to_thread(embedded.restart)
             await wait_until_finished(env.database_url, job_id, within=_finished_within(scale))
 
@@ -405,7 +405,7 @@ async def s3_unavailable(env: Environment, scale: Scale, rng: random.Random) -> 
             for proxy in proxies:
                 proxy.set_available(False)
             at_cut = await job_progress(dsn, job_id)
-            seen.ended_before_cut = at_cut is not None and at_cut.terminal
+            seen.ended_before_cut = at_cut is not None and at_cut.state.terminal
             if seen.ended_before_cut:
                 for proxy in proxies:
                     proxy.set_available(True)
