@@ -287,16 +287,15 @@ def _timestamps(*, extreme: bool) -> st.SearchStrategy[str]:
     )
 
 
-def hostile_positions(*, known_bugs: bool = True) -> st.SearchStrategy[dict[str, Any]]:
-    """Keyset positions a forged token may carry. With known_bugs=False only those that do not hit the bugs of
-    test_known_bugs_* (NUL or lone surrogates in a catalog key, instants PostgreSQL cannot hold, int32 overflow)."""
+def hostile_positions() -> st.SearchStrategy[dict[str, Any]]:
+    """Keyset positions a forged token may carry, including NUL and lone surrogates in a catalog key, instants
+    PostgreSQL cannot hold and integers past int32 (each of which once reached the database as an error)."""
     keys = st.text(max_size=30).filter(lambda k: "\x00" not in k)
     times = _timestamps(extreme=False)
     positions = st.integers(*INT32)
-    if known_bugs:
-        keys = st.one_of(st.sampled_from(["\x00", "a\x00", "\ud800", "x\udfff"]), keys)
-        times = st.one_of(_timestamps(extreme=True), times)
-        positions = st.one_of(st.sampled_from([2**31, -(2**31) - 1, 2**40, 10**30]), positions)
+    keys = st.one_of(st.sampled_from(["\x00", "a\x00", "\ud800", "x\udfff"]), keys)
+    times = st.one_of(_timestamps(extreme=True), times)
+    positions = st.one_of(st.sampled_from([2**31, -(2**31) - 1, 2**40, 10**30]), positions)
     return st.one_of(
         st.fixed_dictionaries({"k": st.one_of(keys, _json_values())}),
         st.fixed_dictionaries({"t": st.one_of(times, _json_values()), "id": uuid_fields(huge=False)}),
@@ -309,7 +308,7 @@ def _forged(positions: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[s
     return positions.map(lambda p: FORGE_PREFIX + json.dumps(p))
 
 
-def page_tokens(kind: str, *, known_bugs: bool = True) -> st.SearchStrategy[str]:
+def page_tokens(kind: str) -> st.SearchStrategy[str]:
     """page_token values: empty, a real one (any kind), garbage, tokens of other versions and forged positions."""
     raw_json = _json_values().map(lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode().rstrip("="))
     other_version = st.builds(
@@ -324,8 +323,8 @@ def page_tokens(kind: str, *, known_bugs: bool = True) -> st.SearchStrategy[str]
         garbage_text(),
         raw_json,
         other_version,
-        _forged(hostile_positions(known_bugs=known_bugs)),
-        _forged(hostile_positions(known_bugs=known_bugs)),
+        _forged(hostile_positions()),
+        _forged(hostile_positions()),
         huge_strings((2048, 2049, 65_537)),
     )
 
@@ -441,20 +440,20 @@ def get_conversation_requests() -> st.SearchStrategy[generation_pb2.GetConversat
     )
 
 
-def list_conversations_requests(*, known_bugs: bool = True) -> st.SearchStrategy[Message]:
+def list_conversations_requests() -> st.SearchStrategy[Message]:
     """ListConversations, unfiltered (so forged tokens reach the keyset query) or with any filters."""
     filter_ids = st.one_of(st.just(""), st.just(""), uuid_fields(PERSONA_IDS + ARC_IDS + TOPIC_IDS, huge=False))
     return st.one_of(
         st.builds(
             generation_pb2.ListConversationsRequest,
             page_size=page_sizes(),
-            page_token=page_tokens("conversations", known_bugs=known_bugs),
+            page_token=page_tokens("conversations"),
             view=enum_numbers([0, 1, 2]),
         ),
         st.builds(
             generation_pb2.ListConversationsRequest,
             page_size=page_sizes(),
-            page_token=page_tokens("conversations", known_bugs=known_bugs),
+            page_token=page_tokens("conversations"),
             persona_id=filter_ids,
             emotional_arc_id=filter_ids,
             training_topic_id=filter_ids,
@@ -465,13 +464,13 @@ def list_conversations_requests(*, known_bugs: bool = True) -> st.SearchStrategy
     )
 
 
-def catalog_list_requests(message: type[Message], kind: str, *, known_bugs: bool = False) -> st.SearchStrategy[Any]:
+def catalog_list_requests(message: type[Message], kind: str) -> st.SearchStrategy[Any]:
     """A catalog List request with any page_size and page_token."""
-    return st.builds(message, page_size=page_sizes(), page_token=page_tokens(kind, known_bugs=known_bugs))
+    return st.builds(message, page_size=page_sizes(), page_token=page_tokens(kind))
 
 
 def id_lists(valid: list[str], *, small: int = 4, large: int = 100) -> st.SearchStrategy[list[str]]:
-    """Lists of ids: a few of anything, or many well-formed ones (many malformed ones hit test_known_bug_...)."""
+    """Lists of ids: a few of anything, or many well-formed ones (many malformed: see the regression tests)."""
     return st.one_of(
         st.lists(uuid_fields(valid, huge=False), max_size=small),
         st.lists(st.sampled_from(valid), min_size=1, max_size=small, unique=True),
@@ -572,23 +571,23 @@ def job_ids() -> st.SearchStrategy[str]:
     return uuid_fields(placeholders=JOB_PLACEHOLDERS)
 
 
-def list_batch_jobs_requests(*, known_bugs: bool = False) -> st.SearchStrategy[batch_pb2.ListBatchJobsRequest]:
+def list_batch_jobs_requests() -> st.SearchStrategy[batch_pb2.ListBatchJobsRequest]:
     """ListBatchJobs with any page_size, page_token and state filter number."""
     return st.builds(
         batch_pb2.ListBatchJobsRequest,
         page_size=page_sizes(),
-        page_token=page_tokens("jobs", known_bugs=known_bugs),
+        page_token=page_tokens("jobs"),
         state=enum_numbers(range(8)),
     )
 
 
-def list_batch_items_requests(*, known_bugs: bool = False) -> st.SearchStrategy[batch_pb2.ListBatchItemsRequest]:
+def list_batch_items_requests() -> st.SearchStrategy[batch_pb2.ListBatchItemsRequest]:
     """ListBatchItems of any job, with any page_size, page_token and state filter number."""
     return st.builds(
         batch_pb2.ListBatchItemsRequest,
         job_id=job_ids(),
         page_size=page_sizes(),
-        page_token=page_tokens("items", known_bugs=known_bugs),
+        page_token=page_tokens("items"),
         state=enum_numbers(range(6)),
     )
 
@@ -663,8 +662,8 @@ SPECIFIC_CODES = frozenset(
 )
 # gRPC's own answer to a request over GRPC_MAX_MESSAGE_BYTES: it names the size, which is the offending value.
 GRPC_SIZE_LIMIT = re.compile(r"Received message larger than max \(\d+ vs\. \d+\)")
-# Known bug (test_known_bug_status_trailers_over_the_metadata_limit): a status whose message plus details exceed
-# the client's metadata limit (8 KiB soft, 16 KiB hard) reaches the caller as this instead of INVALID_ARGUMENT.
+# A fixed bug (test_regression_status_trailers_over_the_metadata_limit): a status whose message plus details
+# exceeded the client's metadata limit (8 KiB soft, 16 KiB hard) reached the caller as this, not INVALID_ARGUMENT.
 METADATA_LIMIT = re.compile(r"received metadata size exceeds (soft|hard) limit")
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -698,8 +697,8 @@ class Answer:
         return found
 
     @property
-    def hits_metadata_limit_bug(self) -> bool:
-        """True for the known bug: the real status was lost to gRPC's metadata size limit."""
+    def lost_to_metadata_limit(self) -> bool:
+        """True when the real status was lost to gRPC's metadata size limit (the regression tests' bug)."""
         return self.code == grpc.StatusCode.RESOURCE_EXHAUSTED and bool(METADATA_LIMIT.search(self.message))
 
 
@@ -808,9 +807,9 @@ class Tally:
     codes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, rpc: str, answer: Answer) -> None:
-        """Counts one answer (known-bug answers under their own label)."""
+        """Counts one answer (size-limit answers under their own label)."""
         label = answer.code.name
-        if answer.hits_metadata_limit_bug:
+        if answer.lost_to_metadata_limit:
             label = "RESOURCE_EXHAUSTED(metadata-limit bug)"
         elif answer.code == grpc.StatusCode.RESOURCE_EXHAUSTED and GRPC_SIZE_LIMIT.search(answer.message):
             label = "RESOURCE_EXHAUSTED(message size)"

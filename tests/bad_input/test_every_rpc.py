@@ -43,7 +43,7 @@ OOR = grpc.StatusCode.OUT_OF_RANGE
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
 OK = grpc.StatusCode.OK
 TOTALS = s.Tally("bad input, generated and explicit requests")
-KNOWN_BUGS = s.Tally("regression requests (bugs found by this suite, now fixed; not in the counts above)")
+REGRESSIONS = s.Tally("regression requests (bugs found by this suite, now fixed; not in the counts above)")
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,8 @@ async def world(
     finally:
         await postgres.drop_database(dsn)
         print_report(request, TOTALS.render())
-        if KNOWN_BUGS.total:
-            print_report(request, KNOWN_BUGS.render())
+        if REGRESSIONS.total:
+            print_report(request, REGRESSIONS.render())
 
 
 def print_report(request: pytest.FixtureRequest, text: str) -> None:
@@ -832,7 +832,7 @@ async def assert_healthy_services(services: Services) -> None:
 # --- regressions: requests that once ended in INTERNAL or lost their status ------------------------------------------
 
 # Only the explicit examples run (the strategies given with them are placeholders).
-KNOWN_BUG_SETTINGS = settings(
+REGRESSION_SETTINGS = settings(
     phases=[Phase.explicit],
     deadline=None,
     database=None,
@@ -848,12 +848,12 @@ def _forged(request: Message, position: dict[str, Any]) -> Message:
 async def _must_not_be_internal(world: World, name: str, request: Message) -> None:
     resolved = s.resolve(request, world.known)
     answer = await send(world, RPCS[name], resolved)
-    KNOWN_BUGS.add(name, answer)
+    REGRESSIONS.add(name, answer)
     assert answer.code == IA, f"{shown(resolved)} -> {answer.code.name} {answer.message!r}"
     assert "page_token" in answer.message
 
 
-@KNOWN_BUG_SETTINGS
+@REGRESSION_SETTINGS
 @given(request=st.none())
 @example(request=_forged(catalog_pb2.ListPersonasRequest(), {"k": "\x00"}))
 @example(request=_forged(catalog_pb2.ListTemplatesRequest(), {"k": "\ud800"}))
@@ -863,7 +863,7 @@ async def test_regression_catalog_token_key_with_nul_or_surrogate(healthy_afterw
     await _must_not_be_internal(healthy_afterwards, type(request).__name__.removesuffix("Request"), request)
 
 
-@KNOWN_BUG_SETTINGS
+@REGRESSION_SETTINGS
 @given(request=st.none())
 @example(request=_forged(batch_pb2.ListBatchJobsRequest(), {"t": "0001-01-01T00:00:00+14:00", "id": s.NIL}))
 @example(request=_forged(batch_pb2.ListBatchJobsRequest(), {"t": "9999-12-31T23:59:59-14:00", "id": s.NIL}))
@@ -872,7 +872,7 @@ async def test_regression_jobs_token_time_out_of_range(healthy_afterwards: World
     await _must_not_be_internal(healthy_afterwards, "ListBatchJobs", request)
 
 
-@KNOWN_BUG_SETTINGS
+@REGRESSION_SETTINGS
 @given(request=st.none())
 @example(request=_forged(generation_pb2.ListConversationsRequest(), {"t": "0001-01-01T00:00:00+14:00", "id": s.NIL}))
 async def test_regression_conversations_token_time_out_of_range(healthy_afterwards: World, request: Message) -> None:
@@ -880,7 +880,7 @@ async def test_regression_conversations_token_time_out_of_range(healthy_afterwar
     await _must_not_be_internal(healthy_afterwards, "ListConversations", request)
 
 
-@KNOWN_BUG_SETTINGS
+@REGRESSION_SETTINGS
 @given(request=st.none())
 @example(request=_forged(batch_pb2.ListBatchItemsRequest(job_id="@job:queued"), {"p": 2**31}))
 @example(request=_forged(batch_pb2.ListBatchItemsRequest(job_id="@job:queued"), {"p": 10**30}))
@@ -896,7 +896,7 @@ def _malformed_ids(n: int) -> list[str]:
 EMOJI_ID = "😀" * 60
 
 
-@KNOWN_BUG_SETTINGS
+@REGRESSION_SETTINGS
 @given(request=st.none())
 @example(request=batch_pb2.RetryFailedItemsRequest(job_id="@job:failed", item_ids=_malformed_ids(300)))
 @example(
@@ -924,12 +924,12 @@ async def test_regression_status_trailers_over_the_metadata_limit(healthy_afterw
     name = type(request).__name__.removesuffix("Request")
     resolved = s.resolve(request, healthy_afterwards.known)
     answer = await send(healthy_afterwards, RPCS[name], resolved)
-    KNOWN_BUGS.add(name, answer)
+    REGRESSIONS.add(name, answer)
     assert answer.code == IA, f"{answer.code.name} {answer.message[:300]!r}"
     assert answer.violations()
 
 
-@KNOWN_BUG_SETTINGS
+@REGRESSION_SETTINGS
 @given(count=st.none())
 @example(count=10_000)
 async def test_regression_ten_thousand_persona_ids_are_checked_without_stalling(
@@ -940,7 +940,7 @@ async def test_regression_ten_thousand_persona_ids_are_checked_without_stalling(
     the test's timeout, and the services must stay healthy (the fixture checks)."""
     request = batch_pb2.CreateBatchJobRequest(combination=_combination(persona_ids=_uuids(count)))
     answer = await send(healthy_afterwards, RPCS["CreateBatchJob"], request)
-    KNOWN_BUGS.add("CreateBatchJob", answer)
+    REGRESSIONS.add("CreateBatchJob", answer)
     assert answer.code in (IA, NF), f"{answer.code.name} {answer.message[:200]!r}"
 
 
@@ -965,7 +965,7 @@ async def test_regression_full_page_over_the_message_limit(postgres: PostgresFor
                 page_size=1000, view=generation_pb2.CONVERSATION_VIEW_FULL
             )
             answer = await send(world, RPCS["ListConversations"], request)
-            KNOWN_BUGS.add("ListConversations", answer)
+            REGRESSIONS.add("ListConversations", answer)
             problems = s.problems_with(answer, request, RPCS["ListConversations"].codes)
             assert not problems, f"{answer.code.name} {answer.message!r}: {problems}"
     finally:

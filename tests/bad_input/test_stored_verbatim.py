@@ -387,8 +387,8 @@ def _lenient_spellings() -> list[str]:
 @example(created_by=_lenient_spellings()[5])
 @example(created_by=_lenient_spellings()[6])
 async def test_non_canonical_uuid_spellings_are_rejected(store: Store, created_by: str) -> None:
-    """A created_by that is not a canonical UUID must be rejected naming created_by. Today '٠٠٠٠٠٠٠٠-٠٠٠٠-...'
-    (Arabic-Indic digits) is stored as the nil UUID, 'urn:aa514346cd61...' as aa514346-cd61-..., and so on."""
+    """A created_by that is not a canonical UUID is rejected naming created_by (it was once stored normalised:
+    '٠٠٠٠٠٠٠٠-٠٠٠٠-...' in Arabic-Indic digits as the nil UUID, 'urn:aa514346cd61...' as aa514346-cd61-...)."""
     answer = await call(store, "CreateBatchJob", job_request(name="lenient", request_id="", created_by=created_by))
     assert answer.code == grpc.StatusCode.INVALID_ARGUMENT, (
         f"{created_by!r} was accepted and stored as {answer.response.created_by if answer.response else '?'}"
