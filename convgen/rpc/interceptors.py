@@ -50,15 +50,31 @@ def _log_failure(method: str, error: BaseException, elapsed_ms: float) -> None:
         logger.error("%s raised unexpectedly", method, exc_info=error)
 
 
+# Request fields that identify what a call is about; put on every log line of the call, failures included.
+_LOGGED_REQUEST_FIELDS = ("request_id", "job_id")
+# A hostile request may carry a huge id; the log gets its start (validation rejects it anyway).
+_MAX_LOGGED_FIELD_CHARS = 200
+
+
+def _call_fields(method: str, request: Any) -> dict[str, str]:
+    """The log fields of one call: its method and the request's ids, when it has them."""
+    fields = {"rpc": method}
+    for name in _LOGGED_REQUEST_FIELDS:
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            fields[name] = value[:_MAX_LOGGED_FIELD_CHARS]
+    return fields
+
+
 class ErrorInterceptor(WrappingInterceptor):
-    """Maps exceptions raised by servicers to statuses and logs each call's outcome with its method."""
+    """Maps exceptions raised by servicers to statuses and logs each call's outcome with its method and ids."""
 
     def wrap_unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
         """Runs the call; any exception leaves as its mapped status."""
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            with log_context(rpc=method):
+            with log_context(**_call_fields(method, request)):
                 try:
                     return await behavior(request, context)
                 except (AbortError, asyncio.CancelledError):
@@ -74,7 +90,7 @@ class ErrorInterceptor(WrappingInterceptor):
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             started = time.perf_counter()
-            with log_context(rpc=method):
+            with log_context(**_call_fields(method, request)):
                 try:
                     await write_responses(behavior(request, context), context)
                 except (AbortError, asyncio.CancelledError):
