@@ -59,8 +59,16 @@ class RedactingFilter(logging.Filter):
                 record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
             for key, value in list(vars(record).items()):
-                if key not in _STANDARD_ATTRS and isinstance(value, str):
+                if key in _STANDARD_ATTRS:
+                    continue
+                if key == "context" and isinstance(value, dict):
+                    # A copy: the dict belongs to the log context of the running code.
+                    record.context = {k: self.redact(str(v)) for k, v in value.items()}
+                elif isinstance(value, str):
                     setattr(record, key, self.redact(value))
+                elif not isinstance(value, (int, float, bool, type(None))):
+                    # The formatters print any other value with str(): redact that text.
+                    setattr(record, key, self.redact(str(value)))
         return True
 
 
