@@ -106,6 +106,13 @@ async def test_with_auth_off_the_services_log_it_serve_loopback_and_refuse_other
         if source is None:
             pytest.skip("this host has no non-loopback IPv4 address to call from")
         assert services.generation is not None
+        try:
+            _, probe = await asyncio.open_connection("127.0.0.1", services.generation.port, local_addr=(source, 0))
+        except OSError as error:
+            pytest.skip(f"this host does not route {source} -> 127.0.0.1 ({error})")
+        probe.close()
+        await probe.wait_closed()
+        assert services.generation is not None
         assert services.batch is not None
         remote_calls: list[tuple[int, Callable[[grpc.aio.Channel], Any]]] = [
             (
