@@ -383,3 +383,29 @@ async def test_the_job_log_and_totals_account_for_every_item(
         sums["cache_read_input_tokens"],
     )
     assert done.cost_usd == pytest.approx(float(sums["cost_usd"]), abs=5e-7)
+
+
+async def test_a_generation_call_past_its_deadline_is_retried_and_stores_one_conversation(
+    database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
+) -> None:
+    """DEADLINE_EXCEEDED on the batch service's call is transient: the item is retried and gets one conversation."""
+    fake_api.update_config({"slow_seconds": 3.0})
+    fake_api.inject(Fault.SLOW, match=IGNORED_401K)
+    async with claude_services(
+        database_url, tmp_path, fake_api, batch_overrides={"generation_deadline_seconds": 0.5}
+    ) as services:
+        stub = services.batch_stub
+        job = await stub.CreateBatchJob(small_job(arcs=1, topics=1, concurrency=1, max_attempts=5))
+        done = await wait_terminal(stub, job.id)
+
+        assert (done.state, done.completed_items, done.failed_items) == (batch_pb2.BATCH_JOB_STATE_COMPLETED, 1, 0)
+        [item] = await items_by_position(stub, job.id)
+        assert item.attempts == 2
+        retries = [e.item for e in await replay(stub, job.id) if e.item.kind == batch_pb2.ITEM_TRANSITION_KIND_RETRYING]
+        assert [(r.attempt, r.error_code) for r in retries] == [(1, "DEADLINE_EXCEEDED")]
+        assert "DEADLINE_EXCEEDED" in retries[0].error_message
+        # The cancelled first call stored nothing; the retry stored the item's one conversation.
+        rows = await fetch(
+            database_url, "SELECT id FROM conversations WHERE request_id LIKE $1", f"batch-item/{item.id}/%"
+        )
+        assert [str(r["id"]) for r in rows] == [item.conversation_pk]
