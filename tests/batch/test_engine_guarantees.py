@@ -409,3 +409,26 @@ async def test_a_generation_call_past_its_deadline_is_retried_and_stores_one_con
             database_url, "SELECT id FROM conversations WHERE request_id LIKE $1", f"batch-item/{item.id}/%"
         )
         assert [str(r["id"]) for r in rows] == [item.conversation_pk]
+
+
+async def test_a_rate_limited_item_pauses_every_claim_of_the_process_for_the_retry_delay(
+    database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
+) -> None:
+    """After a 429 with retry-after, the process claims no other item until the delay has passed."""
+    retry_after = 2
+    fake_api.update_config({"retry_after_seconds": retry_after})
+    fake_api.inject(Fault.RATE_LIMITED, match=IGNORED_401K)
+    async with claude_services(database_url, tmp_path, fake_api) as services:
+        stub = services.batch_stub
+        # Concurrency 1: without the process-wide pause the next item is claimed as soon as the first is re-queued.
+        job = await stub.CreateBatchJob(small_job(arcs=1, topics=3, concurrency=1, max_attempts=3))
+        done = await wait_terminal(stub, job.id)
+
+        assert (done.state, done.completed_items, done.failed_items) == (batch_pb2.BATCH_JOB_STATE_COMPLETED, 3, 0)
+        events = [e for e in await replay(stub, job.id) if e.WhichOneof("event") == "item"]
+        [rate_limited] = [e for e in events if e.item.kind == batch_pb2.ITEM_TRANSITION_KIND_RETRYING]
+        assert rate_limited.item.error_code == "RESOURCE_EXHAUSTED"
+        assert "429" in rate_limited.item.error_message
+        next_claim = next(e for e in events if e.sequence > rate_limited.sequence and e.item.kind == PROCESSING)
+        paused = next_claim.time.ToDatetime() - rate_limited.time.ToDatetime()
+        assert paused.total_seconds() >= retry_after * 0.95, f"next claim {paused} after the 429"
