@@ -44,6 +44,8 @@ class Cluster:
             "LOG_FORMAT": "json",
             "BATCH_LEASE_SECONDS": "2",
             "BATCH_POLL_SECONDS": "0.5",
+            # Below the jobs' concurrency (16), so no replica can hold every slot: each job needs both replicas.
+            "BATCH_WORKER_CONCURRENCY": "8",
             "BATCH_RETRY_BASE_SECONDS": "0.1",
             "SHUTDOWN_GRACE_SECONDS": "2",
             "DATABASE_POOL_MIN_SIZE": "1",

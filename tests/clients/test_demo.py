@@ -189,7 +189,7 @@ async def test_ctrl_c_mid_job_stops_everything_the_demo_started(demo_dir: Path, 
     demo = await asyncio.create_subprocess_exec(
         *DEMO_COMMAND,
         cwd=demo_dir,
-        env=demo_environment(data_dir, claude),
+        env={**demo_environment(data_dir, claude), "PYTHONFAULTHANDLER": "1"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         # Its own session and process group, as a shell's foreground job: Ctrl-C signals that whole group.
@@ -215,7 +215,13 @@ async def test_ctrl_c_mid_job_stops_everything_the_demo_started(demo_dir: Path, 
         try:
             await asyncio.wait_for(demo.wait(), EXIT_WITHIN_SECONDS)
         except TimeoutError:
-            pytest.fail(f"the demo was still running {EXIT_WITHIN_SECONDS}s after Ctrl-C:\n" + "\n".join(lines))
+            # faulthandler (PYTHONFAULTHANDLER) prints every thread's stack on SIGABRT: where the demo is stuck.
+            os.kill(demo.pid, signal.SIGABRT)
+            await asyncio.wait_for(demo.wait(), GONE_WITHIN_SECONDS)
+            stacks = (await stderr).decode(errors="replace")
+            pytest.fail(
+                f"the demo was still running {EXIT_WITHIN_SECONDS}s after Ctrl-C:\n" + "\n".join(lines) + "\n" + stacks
+            )
         await stdout
         out, err = "\n".join(lines), (await stderr).decode(errors="replace")
 
