@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -94,9 +95,26 @@ async def test_invalid_fields_are_named(
     await assert_no_job_written(database_url)
 
 
-async def test_wrong_state_calls_fail_the_precondition_with_the_state(services: Services) -> None:
+async def stored_state(dsn: str) -> list[list[object]]:
+    """Every row of the batch tables, in a stable order."""
+    return [
+        [tuple(r) for r in await fetch(dsn, f"SELECT * FROM {table} ORDER BY {order}")]
+        for table, order in (
+            ("batch_jobs", "id"),
+            ("batch_items", "batch_job_id, position"),
+            ("batch_job_events", "batch_job_id, sequence"),
+        )
+    ]
+
+
+async def test_wrong_state_calls_fail_the_precondition_with_the_state(services: Services, database_url: str) -> None:
+    """Pause, resume, cancel and retry of a completed job are refused naming its state, and change no row."""
     job = await services.batch_stub.CreateBatchJob(seed_job_request())
     await wait_terminal(services.batch_stub, job.id)
+    async with asyncio.timeout(10):
+        while not (await services.batch_stub.GetBatchJob(batch_pb2.GetBatchJobRequest(job_id=job.id))).log_uploaded:
+            await asyncio.sleep(0.05)
+    before = await stored_state(database_url)
     calls = {
         "pause": services.batch_stub.PauseBatchJob(batch_pb2.PauseBatchJobRequest(job_id=job.id)),
         "resume": services.batch_stub.ResumeBatchJob(batch_pb2.ResumeBatchJobRequest(job_id=job.id)),
@@ -112,6 +130,7 @@ async def test_wrong_state_calls_fail_the_precondition_with_the_state(services: 
             assert details == f"batch job {job.id} has no failed items to retry"
         else:
             assert details.startswith(f"cannot {action} batch job {job.id}: it is completed")
+    assert await stored_state(database_url) == before, "a refused call changed the job, its items or its events"
 
 
 async def test_unknown_and_malformed_job_ids(services: Services) -> None:

@@ -7,10 +7,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from batch_service.store.events import EVENTS_CHANNEL, WORK_CHANNEL
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import TERMINAL, seed_job_request
+from tests.batch.helpers import TERMINAL, seed_job_request, wait_terminal
 from tests.support.postgres import fetch
 from tests.support.services import Services, running_services, test_settings
 
@@ -131,3 +133,31 @@ async def test_watchers_that_come_and_go_during_a_running_job_always_get_their_s
             break
         await asyncio.sleep(0.05)
     assert feeds.active == 0
+
+
+async def test_notifications_carry_ids_only_and_announce_every_event(services: Services, database_url: str) -> None:
+    """Event NOTIFYs are 'job_id:sequence' (ids only, no content), in sequence order up to the job's last one; work
+    NOTIFYs carry at most a job id."""
+    events: list[str] = []
+    work: list[str] = []
+    listener = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener(EVENTS_CHANNEL, lambda *args: events.append(args[3]))
+        await listener.add_listener(WORK_CHANNEL, lambda *args: work.append(args[3]))
+        job = await services.batch_stub.CreateBatchJob(seed_job_request())
+        done = await wait_terminal(services.batch_stub, job.id)
+        async with asyncio.timeout(10):
+            while not events or int(events[-1].rpartition(":")[2]) < done.last_sequence:
+                await asyncio.sleep(0.05)
+    finally:
+        await listener.close()
+
+    sequences = []
+    for payload in events:
+        job_id, _, sequence = payload.partition(":")
+        assert job_id == job.id, payload
+        sequences.append(int(sequence))
+    assert sequences == sorted(sequences)
+    assert sequences[-1] >= done.last_sequence
+    assert work, "claimable work was announced"
+    assert all(payload in ("", job.id) for payload in work), work
