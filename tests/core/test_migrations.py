@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,6 +13,7 @@ import pytest
 from convgen.db import migrations
 from convgen.db.migrations import Migration, MigrationError, load_migrations, migrate
 from tests.support.postgres import PostgresForTests
+from tests.support.processes import ROOT, clean_environment
 
 
 @pytest.fixture
@@ -41,6 +44,26 @@ async def test_concurrent_migrations_apply_each_file_exactly_once(empty_database
         await conn.close()
     assert [r["version"] for r in rows] == [m.version for m in load_migrations()]
     assert {"conversations", "batch_items", "batch_jobs", "batch_job_events", "prompt_templates"} <= tables
+
+
+async def test_two_migrate_processes_started_together_apply_each_file_once(empty_database: str) -> None:
+    """Two `convgen migrate` processes at once on an empty database: both succeed, every file is applied once."""
+    env = clean_environment({"DATABASE_URL": empty_database, "PYTHONPATH": str(ROOT)})
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clients.cli.main", "migrate", cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = await asyncio.gather(*(p.communicate() for p in processes))
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, (out.decode(), err.decode())
+    conn = await asyncpg.connect(empty_database)
+    try:
+        rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+    assert [r["version"] for r in rows] == [m.version for m in load_migrations()]
 
 
 async def test_a_second_run_applies_nothing(empty_database: str) -> None:
