@@ -54,6 +54,9 @@ class _Tally:
             counters.cancelled_items,
         )
         self.state = event.job_state
+        if event.HasField("snapshot"):
+            # A snapshot is stamped when the watch starts: later than the events a replay then sends.
+            return
         if self.completed + self.failed != finished_before or not self.finishes:
             self.finishes.append((event.time.ToNanoseconds() / 1e9, self.completed + self.failed))
 

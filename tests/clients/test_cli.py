@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import pty
 import re
+import struct
+import subprocess
 import sys
+import termios
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +21,7 @@ from clients import ConvgenClient
 from clients.cli.main import main
 from tests.clients.conftest import targets
 from tests.clients.helpers import FAILING_ARC_KEY, seed_combination, set_arc_templates_active
+from tests.support.processes import ROOT
 from tests.support.services import Services
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -210,3 +217,49 @@ async def test_subprocess_entry_point(services: Services) -> None:
     assert process.returncode == 1
     assert err.decode().startswith("error: INVALID_ARGUMENT: job_id")
     assert "Traceback" not in err.decode()
+
+
+def run_in_terminal(argv: list[str]) -> tuple[int, str]:
+    """Runs `convgen ARGV` in a subprocess whose stdout and stderr are a pseudo-terminal; (exit code, output)."""
+    controller, terminal = pty.openpty()
+    # A fixed size: rich sizes its live display from the terminal.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "200"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli.main", *argv], stdout=terminal, stderr=terminal, env=env, cwd=ROOT
+    )
+    os.close(terminal)
+    output = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    return process.wait(timeout=60), output.decode(errors="replace")
+
+
+async def test_batch_watch_in_a_terminal_draws_the_live_bar(services: Services, database_url: str) -> None:
+    """On a terminal, `batch watch` draws the rich bar (counts, throughput, ETA, cost) with failures above it."""
+    client = ConvgenClient.from_channels(services.generation_channel, services.batch_channel)
+    job = await client.create_batch_job(combination=seed_combination(), auto_start=False, name="terminal watch")
+    await set_arc_templates_active(database_url, FAILING_ARC_KEY, False)
+    await client.resume_batch_job(job.id)
+    generation, batch = targets(services)
+
+    code, output = await asyncio.to_thread(
+        run_in_terminal, ["--generation-target", generation, "--batch-target", batch, "batch", "watch", job.id]
+    )
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output)  # without colours and cursor movements
+    assert code == 1, text
+    assert len(re.findall(rf"✗ item #\d \(pragmatic_optimist/{FAILING_ARC_KEY}/", text)) == 4, text
+    bar = re.search(r"4 completed 4 failed / 8 · (?P<rate>[0-9.]+) items/s · ETA \S+ · \$\d+\.\d{4} · completed", text)
+    assert bar, text
+    assert float(bar["rate"]) > 0, "throughput from the items' own times, also when the events are replayed"
+    assert "━" in text, "the bar itself is drawn"
+    assert "progress: " not in text, "plain progress lines are for pipes, not terminals"
