@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from convgen.errors import Unauthenticated
-from convgen.rpc.wrapping import StreamBehavior, UnaryBehavior, WrappingInterceptor, WriterBehavior, write_responses
+from convgen.rpc.wrapping import UnaryBehavior, WrappingInterceptor
 from convgen.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,15 +78,6 @@ class AuthInterceptor(WrappingInterceptor):
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self.check(context.invocation_metadata() or (), context.peer())
             return await behavior(request, context)
-
-        return guarded
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> WriterBehavior:
-        """Checks the caller, then sends the stream."""
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            self.check(context.invocation_metadata() or (), context.peer())
-            await write_responses(behavior(request, context), context)
 
         return guarded
 

@@ -13,13 +13,7 @@ from grpc.aio import AbortError
 from convgen import errors
 from convgen.logging_setup import log_context
 from convgen.rpc.status import status_code_for, to_rpc_status
-from convgen.rpc.wrapping import (
-    StreamBehavior,
-    UnaryBehavior,
-    WrappingInterceptor,
-    WriterBehavior,
-    write_responses,
-)
+from convgen.rpc.wrapping import UnaryBehavior, WrappingInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -77,22 +71,6 @@ class ErrorInterceptor(WrappingInterceptor):
             with log_context(**_call_fields(method, request)):
                 try:
                     return await behavior(request, context)
-                except (AbortError, asyncio.CancelledError):
-                    raise
-                except Exception as error:  # noqa: BLE001 - the last line of defence: nothing may end in UNKNOWN
-                    _log_failure(method, error, (time.perf_counter() - started) * 1000)
-                    await abort_with(context, as_convgen_error(error))
-
-        return wrapped
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> WriterBehavior:
-        """Sends the stream; any exception ends it with its mapped status."""
-
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            started = time.perf_counter()
-            with log_context(**_call_fields(method, request)):
-                try:
-                    await write_responses(behavior(request, context), context)
                 except (AbortError, asyncio.CancelledError):
                     raise
                 except Exception as error:  # noqa: BLE001 - the last line of defence: nothing may end in UNKNOWN

@@ -16,7 +16,7 @@ WriterBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[N
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps the behaviour of every method it applies to; subclasses say how to wrap unary and streaming calls."""
+    """Wraps the behaviour of every method it applies to; subclasses say how to wrap one call (wrap_unary)."""
 
     def __init__(self) -> None:
         # Wrapping is the same for every call of a method: done once (a handler per call costs CPU on the hot path).
@@ -31,8 +31,12 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
     def wrap_stream(self, method: str, behavior: StreamBehavior) -> WriterBehavior:
-        """The behaviour a server-streaming (or bidirectional) method gets; it sends with write_responses."""
-        raise NotImplementedError
+        """A server-streaming (or bidirectional) method: sending its whole stream is wrapped as one unary call."""
+
+        async def send(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await write_responses(behavior(request, context), context)
+
+        return self.wrap_unary(method, send)
 
     async def intercept_service(
         self,

@@ -18,6 +18,18 @@ TERMINAL = {
 }
 
 
+def job_counters(job: batch_pb2.BatchJob) -> tuple[int, int, int, int, int, int]:
+    """(total, queued, processing, completed, failed, cancelled) items of a job."""
+    return (
+        job.total_items,
+        job.queued_items,
+        job.processing_items,
+        job.completed_items,
+        job.failed_items,
+        job.cancelled_items,
+    )
+
+
 def seed_combination() -> batch_pb2.Combination:
     """The seed's failing 8-item job: one persona x two arcs x four topics, tier template, auto template."""
     seed = json.loads(packaged_catalog_path().read_text())["seed_failing_job"]

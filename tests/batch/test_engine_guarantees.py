@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import TERMINAL, seed_combination, wait_terminal
+from tests.batch.helpers import TERMINAL, job_counters, seed_combination, wait_terminal
 from tests.support.messages_api import FakeMessagesApi, Fault
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings
@@ -86,14 +86,7 @@ async def assert_counters_equal_item_states(dsn: str, job: batch_pb2.BatchJob) -
         uuid.UUID(job.id),
     )
     states = Counter({r["status"]: r["n"] for r in rows})
-    assert (
-        job.total_items,
-        job.queued_items,
-        job.processing_items,
-        job.completed_items,
-        job.failed_items,
-        job.cancelled_items,
-    ) == (
+    assert job_counters(job) == (
         sum(states.values()),
         states["queued"],
         states["processing"],

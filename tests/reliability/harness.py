@@ -31,6 +31,7 @@ from convgen.blobs.s3 import S3BlobStore
 from convgen.db.database import is_connectivity_error
 from convgen.v1 import batch_pb2, batch_pb2_grpc, common_pb2
 from convgen.validation import NIL_UUID
+from tests.batch.helpers import job_counters
 from tests.support.chaos import poll_until
 from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_AWS_ENV, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
 from tests.support.postgres import PostgresForTests, fetch
@@ -693,14 +694,7 @@ async def check_invariants(
     if in_table != actual:
         violations.append(f"job counters {in_table} differ from the item states {actual} (total, q, p, c, f, x)")
     job = await cluster.call(lambda stub: stub.GetBatchJob(batch_pb2.GetBatchJobRequest(job_id=job_id)))
-    from_rpc = (
-        job.total_items,
-        job.queued_items,
-        job.processing_items,
-        job.completed_items,
-        job.failed_items,
-        job.cancelled_items,
-    )
+    from_rpc = job_counters(job)
     if from_rpc != in_table:
         violations.append(f"GetBatchJob counters {from_rpc} differ from the table {in_table}")
     if not job.log_uploaded:
