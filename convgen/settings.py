@@ -150,6 +150,52 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Times an item may be recovered from a dead worker before it fails."
     )
 
+    # --- cost: prices, token-rate pacing, prompt caching, effort, structured output (issue 12) -------------------
+    model_price_table_file: Path | None = Field(
+        default=None,
+        description="Price table file (JSON, or TOML by its .toml suffix) replacing the packaged one; unset means "
+        "the packaged table (convgen/data/prices.json).",
+    )
+    model_input_tokens_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Client-side input-token rate cap (uncached input and cache writes, as the API counts them); "
+        "0 = learn it from the API's rate-limit headers.",
+    )
+    model_output_tokens_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Client-side output-token rate cap; 0 = learn it from the API's rate-limit headers.",
+    )
+    model_cache_ttl: Literal["5m", "1h"] = Field(
+        default="5m",
+        description="TTL of the prompt-cache breakpoints: 5m (writes cost 1.25x input) or 1h (2x input; for slow "
+        "jobs and provider batches, whose items can be more than 5 minutes apart).",
+    )
+    model_effort: Literal["low", "medium", "high", "xhigh", "max"] = Field(
+        default="medium",
+        description="output_config.effort of every call. medium: writing a conversation to a detailed template "
+        "needs little deliberation, and at the API's default (high) Sonnet thinks on almost every call, billed as "
+        "output and counted against max_tokens (a truncated, failed item).",
+    )
+    model_structured_output: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: ask for the conversation's JSON schema (output_config.format) when the model says it "
+        "supports structured outputs; off: never (the reply is parsed from text).",
+    )
+    estimate_default_output_tokens: int = Field(
+        default=5000,
+        ge=1,
+        description="Output tokens per conversation assumed by estimates and budget reservations for a template "
+        "with no stored conversation yet.",
+    )
+    batch_breaker_failures: int = Field(
+        default=10,
+        ge=1,
+        description="A job pauses itself when this many of its last finished attempts all failed permanently for "
+        "the same provider-side reason (bad API key, unknown model, no credit, rejected template).",
+    )
+
     # --- security ----------------------------------------------------------------------------------------------
     auth_tokens: SecretStr | None = Field(
         default=None,

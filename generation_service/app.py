@@ -9,6 +9,7 @@ from convgen.blobs import BlobStore
 from convgen.blobs.factory import open_blob_store
 from convgen.db.bootstrap import DatabaseHandle, open_database
 from convgen.db.database import Database
+from convgen.pricing import load_price_table
 from convgen.rpc.auth import auth_interceptor
 from convgen.rpc.server import ServiceHost, freeze_startup_objects, wait_for_termination_signal
 from convgen.settings import Settings
@@ -31,6 +32,7 @@ class GenerationApp:
 
     host: ServiceHost
     claims: RequestClaims
+    generator: ConversationGenerator
     model: ModelClient
     owned_db: DatabaseHandle | None
     owned_blobs: BlobStore | None
@@ -64,7 +66,11 @@ class GenerationApp:
             store,
             model_client,
             claims,
-            GeneratorConfig(conversation_bucket=settings.conversation_bucket, max_tokens=settings.model_max_tokens),
+            GeneratorConfig(
+                conversation_bucket=settings.conversation_bucket,
+                max_tokens=settings.model_max_tokens,
+                prices=load_price_table(settings.model_price_table_file),
+            ),
         )
         host = ServiceHost(
             settings,
@@ -89,10 +95,12 @@ class GenerationApp:
             CATALOG_SERVICE,
         )
         claims.start()
+        await generator.start()
         await host.start(settings.generation_port if port is None else port)
         return cls(
             host=host,
             claims=claims,
+            generator=generator,
             model=model_client,
             owned_db=handle,
             owned_blobs=store if blobs is None else None,
@@ -101,6 +109,7 @@ class GenerationApp:
     async def stop(self, grace: float) -> None:
         """Stops taking calls, lets in-flight ones finish within grace, then releases what it opened."""
         await self.host.stop(grace)
+        await self.generator.stop()
         await self.claims.stop()
         await self.model.close()
         if self.owned_blobs is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 from convgen.catalog import repository
 from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
@@ -14,10 +15,11 @@ from convgen.db.database import Database
 class CatalogCache:
     """Serves catalog lookups without a query per request; the version comes with the request's claim."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_reload: Callable[[CatalogSnapshot], None] | None = None) -> None:
         self._db = db
         self._snapshot: CatalogSnapshot | None = None
         self._lock = asyncio.Lock()
+        self._on_reload = on_reload
 
     async def at_least(self, version: int) -> CatalogSnapshot:
         """A snapshot no older than version (reloading once when the catalog changed)."""
@@ -30,6 +32,8 @@ class CatalogCache:
                 async with self._db.connection() as conn:
                     snapshot = await repository.snapshot(conn)
                 self._snapshot = snapshot
+                if self._on_reload is not None:
+                    self._on_reload(snapshot)
         return snapshot
 
 

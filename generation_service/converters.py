@@ -7,7 +7,7 @@ from typing import Any
 
 from convgen.blobs import BlobStore
 from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, TrainingTopic
-from convgen.rpc.convert import TIER_TO_PROTO, blob_location, timestamp
+from convgen.rpc.convert import TIER_TO_PROTO, blob_location, cost_breakdown, timestamp, token_usage
 from convgen.v1 import catalog_pb2, common_pb2, generation_pb2
 from generation_service.store.conversations import ConversationRow
 
@@ -36,13 +36,11 @@ def stored_conversation(
         final_blob=blob_location(blobs.locate(row.final_bucket, row.final_key)),
         turn_count=row.turn_count,
         model=row.model,
-        usage=common_pb2.TokenUsage(
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cache_creation_input_tokens=row.cache_creation_input_tokens,
-            cache_read_input_tokens=row.cache_read_input_tokens,
-        ),
-        cost_usd=float(row.cost_usd),
+        usage=token_usage(row.usage),
+        cost_usd=float(row.cost.usd or 0),
+        price_version=row.cost.price_version,
+        cost_unknown=not row.cost.known,
+        service_tier=row.usage.service_tier,
         created_at=timestamp(row.created_at),
         request_id=row.request_id,
         created_by=str(row.created_by),
@@ -52,6 +50,8 @@ def stored_conversation(
         template_name=row.template_name,
         validation_warnings=row.validation_warnings,
     )
+    if row.cost.by_kind is not None:
+        message.cost_breakdown.CopyFrom(cost_breakdown(row.cost.by_kind))
     if content is not None:
         message.content.CopyFrom(conversation_content(content))
     return message
@@ -129,6 +129,7 @@ def prompt_template(t: PromptTemplate) -> catalog_pb2.PromptTemplate:
         active=t.active,
         placeholders=list(t.placeholders),
         template_text=t.template_text,
+        topic_text=t.topic_text,
     )
 
 

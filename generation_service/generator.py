@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -17,13 +18,14 @@ from convgen.catalog.repository import CatalogSnapshot
 from convgen.catalog.templates import render
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.errors import ConvgenError, FailedPrecondition, NotFound
+from convgen.pricing import Cost, PriceTable
 from convgen.rpc.status import status_code_for
 from convgen.validation import NIL_UUID
+from generation_service.cache_check import CachePrefixCheck
 from generation_service.catalog_cache import CatalogCache, lookup, select_template
 from generation_service.conversation_format import SYSTEM_PROMPT
 from generation_service.model.errors import ModelOutputInvalid
-from generation_service.model.port import ModelClient, ModelRequest, ModelResponse
-from generation_service.model.pricing import cost_usd
+from generation_service.model.port import ModelClient, ModelRequest, ModelResponse, PromptParts
 from generation_service.parsing import ParsedConversation, parse_conversation
 from generation_service.request_claims import RequestClaims
 from generation_service.store import conversations, failures
@@ -51,6 +53,7 @@ class GeneratorConfig:
 
     conversation_bucket: str
     max_tokens: int
+    prices: PriceTable
 
 
 def raw_blob_key(created_by: uuid.UUID, business_key: uuid.UUID) -> str:
@@ -78,8 +81,38 @@ class ConversationGenerator:
         self._blobs = blobs
         self._model = model
         self._claims = claims
-        self._catalog = CatalogCache(db)
+        self._prices = config.prices
+        self._prefix_check = CachePrefixCheck(model, config.prices)
+        self._catalog = CatalogCache(db, on_reload=self._catalog_loaded)
         self._config = config
+        self._checks: set[asyncio.Task[object]] = set()
+        self._unpriced_models: set[str] = set()
+
+    @property
+    def prefix_check(self) -> CachePrefixCheck:
+        """The check of the cached prompt prefixes against the model's minimum (its findings, for tests)."""
+        return self._prefix_check
+
+    async def start(self) -> None:
+        """Loads the catalog, which checks the cached prefixes of its templates in the background."""
+        await self._catalog.at_least(0)
+
+    async def checks_done(self) -> None:
+        """Waits for the prefix checks under way."""
+        while self._checks:
+            await asyncio.gather(*list(self._checks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancels the prefix checks under way."""
+        for task in list(self._checks):
+            task.cancel()
+        await asyncio.gather(*list(self._checks), return_exceptions=True)
+
+    def _catalog_loaded(self, snapshot: CatalogSnapshot) -> None:
+        # A changed template is checked without holding up the request that noticed the change.
+        task: asyncio.Task[object] = asyncio.create_task(self._prefix_check.check(snapshot), name="prefix-check")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     async def generate(self, request: GenerationInput, *, deadline: float | None = None) -> ConversationRow:
         """Returns the conversation stored for request.request_id, generating it when there is none yet."""
@@ -103,16 +136,16 @@ class ConversationGenerator:
 
     async def _generate_claimed(self, request: GenerationInput, catalog: CatalogSnapshot) -> ConversationRow:
         subject, template = self._resolve(request, catalog)
-        prompt = render(template, subject)
+        rendered = render(template, subject)
         business_key = uuid.uuid4()
         attempt = _Attempt(request, subject, template, business_key, self._model.name)
         try:
             response = await self._model.complete(
                 ModelRequest(
-                    system=SYSTEM_PROMPT,
-                    prompt=prompt,
+                    prompt=PromptParts(contract=SYSTEM_PROMPT, shared=rendered.shared, topic=rendered.topic),
                     subject=subject,
                     max_tokens=self._config.max_tokens,
+                    template_key=template.template_name,
                     request_id=request.request_id,
                 )
             )
@@ -197,7 +230,6 @@ class ConversationGenerator:
         final_ref: BlobRef,
     ) -> ConversationRow:
         request = attempt.request
-        usage = response.usage
         new = NewConversation(
             conversation_id=attempt.business_key,
             request_id=request.request_id,
@@ -214,11 +246,8 @@ class ConversationGenerator:
             final_key=final_ref.key,
             turn_count=parsed.turn_count,
             model=response.model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens,
-            cache_read_input_tokens=usage.cache_read_input_tokens,
-            cost_usd=cost_usd(response.model, usage),
+            usage=response.usage,
+            cost=self._cost(response),
             validation_warnings=list(parsed.warnings),
         )
         try:
@@ -247,6 +276,19 @@ class ConversationGenerator:
             extra={"request_id": request.request_id, "turns": row.turn_count, "model": row.model},
         )
         return row
+
+    def _cost(self, response: ModelResponse) -> Cost:
+        """The call's cost; a model the price table does not know is flagged (once per model in the log)."""
+        cost = self._prices.cost(response.model, response.usage)
+        if not cost.known and response.model not in self._unpriced_models:
+            self._unpriced_models.add(response.model)
+            logger.warning(
+                "cost of conversations made by %s is UNKNOWN: %s; they are stored with cost_unknown set, not priced "
+                "as another model (add the model to a price table named by MODEL_PRICE_TABLE_FILE)",
+                response.model,
+                cost.unknown_because,
+            )
+        return cost
 
     async def _record_failure(
         self, attempt: _Attempt, step: str, error: ConvgenError, raw_ref: BlobRef | None = None

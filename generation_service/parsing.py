@@ -1,19 +1,20 @@
-"""Model text to a validated conversation: JSON extraction, the blocking/warning schema rules and the JSONL form."""
+"""Model text to a validated conversation: JSON extraction, the blocking rules (the Conversation model), the warnings,
+and the JSONL form."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
 from convgen.errors import InvalidArgument
+from generation_service.conversation_schema import MIN_TURNS, Conversation
 from generation_service.model.errors import ModelOutputInvalid
 
-ROLES = ("user", "assistant")
-REQUIRED_METADATA = ("client_persona", "session_context", "conversation_phase")
-MIN_TURNS = 2
 SHORT_CONTENT_CHARS = 20
 EXTREME_LOW = 0.05
 EXTREME_HIGH = 0.95
@@ -76,19 +77,18 @@ def extract_json(text: str) -> object:
 
 
 def validate_conversation(document: object) -> ValidationReport:
-    """Applies the blocking and warning rules of a generated conversation (see docs/domain.md)."""
+    """Applies the blocking rules (the Conversation model) and the warning rules of docs/domain.md."""
     report = ValidationReport()
     if not isinstance(document, dict):
         report.blocking.append(f"the response is not a JSON object (got {_json_type(document)})")
         return report
-    _check_metadata(document.get("conversation_metadata"), report)
-    turns = document.get("turns")
-    if not isinstance(turns, list):
-        report.blocking.append(
-            "missing turns array" if turns is None else f"turns is {_json_type(turns)}, not an array"
-        )
+    try:
+        Conversation.model_validate(document)
+    except ValidationError as error:
+        report.blocking.extend(dict.fromkeys(_finding(document, e) for e in error.errors()))
         return report
-    _check_turns(turns, report)
+    _warn_metadata(document["conversation_metadata"], report)
+    _warn_turns(document["turns"], report)
     return report
 
 
@@ -216,94 +216,87 @@ def _matching_brace(text: str, start: int) -> int:
     return -1
 
 
-def _check_metadata(metadata: object, report: ValidationReport) -> None:
-    """Blocking: missing metadata or required fields; warning: missing expected_outcome."""
-    if not isinstance(metadata, dict):
-        report.blocking.append(
-            "missing conversation_metadata"
-            if metadata is None
-            else f"conversation_metadata is {_json_type(metadata)}, not an object"
-        )
-        return
-    for key in REQUIRED_METADATA:
-        if not _non_empty_text(metadata.get(key)):
-            report.blocking.append(f"missing conversation_metadata.{key}")
+def _finding(document: dict[str, Any], error: ErrorDetails) -> str:
+    """One blocking finding in words, from a validation error of the Conversation model."""
+    loc, kind, value = error["loc"], error["type"], error.get("input")
+    missing = kind == "missing"
+    if loc[0] == "conversation_metadata":
+        if len(loc) == 1:
+            return (
+                "missing conversation_metadata"
+                if missing
+                else f"conversation_metadata is {_json_type(value)}, not an object"
+            )
+        return f"missing conversation_metadata.{loc[1]}"
+    if loc[0] == "turns":
+        if len(loc) == 1:
+            if missing:
+                return "missing turns array"
+            if kind == "too_short":
+                count = len(value) if isinstance(value, list) else 0
+                return f"only {count} turn{'' if count == 1 else 's'}; at least {MIN_TURNS} required"
+            return f"turns is {_json_type(value)}, not an array"
+        position = int(loc[1]) + 1
+        turn = document["turns"][position - 1]
+        if len(loc) == 2:
+            return f"turn at position {position}: is {_json_type(value)}, not an object"
+        return f"{_turn_label(turn, position)}: {_turn_problem(loc[2:], kind, value)}"
+    return f"{'.'.join(str(part) for part in loc)}: {error['msg']}"
+
+
+def _turn_problem(loc: tuple[int | str, ...], kind: str, value: object) -> str:
+    """What is wrong with one field of a turn."""
+    missing = kind == "missing"
+    field = loc[0]
+    if field == "turn_number":
+        return "missing turn_number" if missing else f"turn_number {_shown(value)} is not a positive integer"
+    if field == "role":
+        return "missing role (user or assistant)" if missing else f"role {_shown(value)} is not user or assistant"
+    if field == "content":
+        return f"content is {_json_type(value)}, not text" if kind == "string_type" else "content is empty"
+    if len(loc) == 1:
+        return "missing emotional_context"
+    emotion_field = loc[1]
+    if emotion_field == "intensity":
+        if missing:
+            return "missing emotional_context.intensity"
+        if kind in ("greater_than_equal", "less_than_equal"):
+            return f"intensity {value} is outside 0..1"
+        return f"intensity {_shown(value)} is not a number"
+    if emotion_field == "secondary_emotion":
+        return f"emotional_context.secondary_emotion {_shown(value)} is not text"
+    return f"missing emotional_context.{emotion_field}"
+
+
+def _warn_metadata(metadata: dict[str, Any], report: ValidationReport) -> None:
+    """Warning: missing expected_outcome."""
     if not _non_empty_text(metadata.get("expected_outcome")):
         report.warnings.append("missing conversation_metadata.expected_outcome")
 
 
-def _check_turns(turns: list[Any], report: ValidationReport) -> None:
-    """Blocking and warning rules for the turns array and each turn in it."""
-    if len(turns) < MIN_TURNS:
-        report.blocking.append(f"only {len(turns)} turn{'' if len(turns) == 1 else 's'}; at least {MIN_TURNS} required")
-    numbers: list[int] = []
+def _warn_turns(turns: list[dict[str, Any]], report: ValidationReport) -> None:
+    """Warnings: numbering, alternation, short content, extreme intensity, no secondary emotion, user last."""
     previous_role: object = None
     for position, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict):
-            report.blocking.append(f"turn at position {position}: is {_json_type(turn)}, not an object")
-            previous_role = None
-            continue
         label = _turn_label(turn, position)
-        number = turn.get("turn_number")
-        if _is_int(number) and number > 0:
-            numbers.append(number)
-        elif number is None:
-            report.blocking.append(f"{label}: missing turn_number")
-        else:
-            report.blocking.append(f"{label}: turn_number {_shown(number)} is not a positive integer")
-        role = turn.get("role")
-        _check_role(label, role, previous_role, report)
+        role = turn["role"]
+        if role == previous_role:
+            report.warnings.append(f"{label}: role '{role}' repeats the previous turn's role (roles should alternate)")
         previous_role = role
-        _check_content(label, turn.get("content"), report)
-        _check_emotion(label, turn.get("emotional_context"), report)
-    if numbers and numbers != list(range(1, len(numbers) + 1)):
+        length = len(turn["content"].strip())
+        if length < SHORT_CONTENT_CHARS:
+            report.warnings.append(f"{label}: content is very short ({length} characters)")
+        emotion = turn["emotional_context"]
+        if not _non_empty_text(emotion.get("secondary_emotion")):
+            report.warnings.append(f"{label}: missing emotional_context.secondary_emotion")
+        intensity = emotion["intensity"]
+        if intensity < EXTREME_LOW or intensity > EXTREME_HIGH:
+            report.warnings.append(f"{label}: intensity {intensity} is extreme (outside {EXTREME_LOW}..{EXTREME_HIGH})")
+    numbers = [turn["turn_number"] for turn in turns]
+    if numbers != list(range(1, len(numbers) + 1)):
         report.warnings.append(f"turn numbers are not sequential from 1 (got {_numbers_shown(numbers)})")
-    last = turns[-1] if turns else None
-    if isinstance(last, dict) and last.get("role") == "user":
-        report.warnings.append(f"{_turn_label(last, len(turns))}: the conversation ends on a user turn")
-
-
-def _check_role(label: str, role: object, previous_role: object, report: ValidationReport) -> None:
-    """Blocking: missing role or one other than user/assistant; warning: the same role twice in a row."""
-    if role is None:
-        report.blocking.append(f"{label}: missing role (user or assistant)")
-    elif role not in ROLES:
-        report.blocking.append(f"{label}: role {_shown(role)} is not user or assistant")
-    elif role == previous_role:
-        report.warnings.append(f"{label}: role '{role}' repeats the previous turn's role (roles should alternate)")
-
-
-def _check_content(label: str, content: object, report: ValidationReport) -> None:
-    """Blocking: empty or non-text content; warning: very short content."""
-    if content is not None and not isinstance(content, str):
-        report.blocking.append(f"{label}: content is {_json_type(content)}, not text")
-        return
-    if not _non_empty_text(content):
-        report.blocking.append(f"{label}: content is empty")
-        return
-    length = len(content.strip())
-    if length < SHORT_CONTENT_CHARS:
-        report.warnings.append(f"{label}: content is very short ({length} characters)")
-
-
-def _check_emotion(label: str, emotion: object, report: ValidationReport) -> None:
-    """Blocking: missing emotional_context, primary_emotion or intensity, intensity outside 0..1; warnings."""
-    if not isinstance(emotion, dict):
-        report.blocking.append(f"{label}: missing emotional_context")
-        return
-    if not _non_empty_text(emotion.get("primary_emotion")):
-        report.blocking.append(f"{label}: missing emotional_context.primary_emotion")
-    if not _non_empty_text(emotion.get("secondary_emotion")):
-        report.warnings.append(f"{label}: missing emotional_context.secondary_emotion")
-    intensity = emotion.get("intensity")
-    if intensity is None:
-        report.blocking.append(f"{label}: missing emotional_context.intensity")
-    elif not _is_number(intensity):
-        report.blocking.append(f"{label}: intensity {_shown(intensity)} is not a number")
-    elif not 0.0 <= intensity <= 1.0:
-        report.blocking.append(f"{label}: intensity {intensity} is outside 0..1")
-    elif intensity < EXTREME_LOW or intensity > EXTREME_HIGH:
-        report.warnings.append(f"{label}: intensity {intensity} is extreme (outside {EXTREME_LOW}..{EXTREME_HIGH})")
+    if turns[-1]["role"] == "user":
+        report.warnings.append(f"{_turn_label(turns[-1], len(turns))}: the conversation ends on a user turn")
 
 
 def _turn_label(turn: dict[str, Any], position: int) -> str:
@@ -315,11 +308,6 @@ def _turn_label(turn: dict[str, Any], position: int) -> str:
 def _is_int(value: object) -> TypeGuard[int]:
     """True for a JSON integer (bool excluded)."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    """True for a finite JSON number (bool excluded)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _non_empty_text(value: object) -> TypeGuard[str]:

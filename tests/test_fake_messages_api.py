@@ -279,7 +279,7 @@ async def test_system_as_string_and_blocks(client: anthropic.AsyncAnthropic) -> 
 
 
 async def test_cache_tokens_created_then_read(api: FakeMessagesApi, client: anthropic.AsyncAnthropic) -> None:
-    cached_text = "You are a financial planning conversation writer. " * 40
+    cached_text = "You are a financial planning conversation writer. " * 100  # 5,100 characters: 1,275 tokens
     system: Any = [
         {"type": "text", "text": cached_text, "cache_control": {"type": "ephemeral"}},
         {"type": "text", "text": "Persona: cautious saver."},
@@ -441,7 +441,7 @@ async def test_control_endpoints(
 
 
 async def test_reset_forgets_cache_and_reseeds(api: FakeMessagesApi, client: anthropic.AsyncAnthropic) -> None:
-    system: Any = [{"type": "text", "text": "cached " * 100, "cache_control": {"type": "ephemeral"}}]
+    system: Any = [{"type": "text", "text": "cached " * 700, "cache_control": {"type": "ephemeral"}}]
     first = await ask(client, system=system)
     api.reset()
     again = await ask(client, system=system)
@@ -485,7 +485,7 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         sdk = anthropic.AsyncAnthropic(api_key="k", base_url=base_url, max_retries=0)
         try:
             response = await sdk.messages.with_raw_response.create(
-                model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "from the CLI test"}]
+                model=MODEL, max_tokens=1024, messages=[{"role": "user", "content": "from the CLI test"}]
             )
         finally:
             await sdk.close()

@@ -19,7 +19,7 @@ from convgen.catalog.templates import (
     extract_placeholders,
     load_builtin_templates,
     template_uuid,
-    validate_template_text,
+    validate_template,
 )
 from convgen.db.database import Connection
 from convgen.errors import InvalidArgument
@@ -107,7 +107,7 @@ def read_catalog_file(path: Path) -> tuple[CatalogFile, dict[str, Any]]:
 def template_records(definitions: list[TemplateDefinition]) -> list[PromptTemplate]:
     """Validates template definitions (no placeholder that no parameter fills) and turns them into rows."""
     for d in definitions:
-        validate_template_text(d.template_name, d.template_text)
+        validate_template(d.template_name, d.template_text, d.topic_text)
     return [
         PromptTemplate(
             id=template_uuid(d.template_name),
@@ -115,7 +115,8 @@ def template_records(definitions: list[TemplateDefinition]) -> list[PromptTempla
             tier=d.tier,
             arc_key=d.arc_key,
             template_text=d.template_text,
-            placeholders=extract_placeholders(d.template_text),
+            topic_text=d.topic_text,
+            placeholders=extract_placeholders(d.template_text + d.topic_text),
         )
         for d in definitions
     ]

@@ -55,13 +55,14 @@ class TrainingTopic:
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A prompt with {{placeholders}}, serving one arc at one tier."""
+    """A prompt with {{placeholders}}, serving one arc at one tier: a shared part (persona, arc), then a topic part."""
 
     id: uuid.UUID
     template_name: str
     tier: Tier
     arc_key: str
     template_text: str
+    topic_text: str
     placeholders: tuple[str, ...]
     active: bool = True
 

@@ -56,6 +56,7 @@ def _template(row: asyncpg.Record) -> PromptTemplate:
         tier=Tier(row["tier"]),
         arc_key=row["arc_key"],
         template_text=row["template_text"],
+        topic_text=row["topic_text"],
         placeholders=tuple(row["placeholders"]),
         active=row["active"],
     )
@@ -221,18 +222,19 @@ async def upsert_template(conn: Connection, t: PromptTemplate) -> None:
     """Inserts or updates a template by id."""
     await conn.execute(
         """
-        INSERT INTO prompt_templates (id, template_name, tier, arc_key, template_text, placeholders, active)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO prompt_templates (id, template_name, tier, arc_key, template_text, topic_text, placeholders, active)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT (id) DO UPDATE SET
             template_name = EXCLUDED.template_name, tier = EXCLUDED.tier, arc_key = EXCLUDED.arc_key,
-            template_text = EXCLUDED.template_text, placeholders = EXCLUDED.placeholders, active = EXCLUDED.active,
-            updated_at = now()
+            template_text = EXCLUDED.template_text, topic_text = EXCLUDED.topic_text,
+            placeholders = EXCLUDED.placeholders, active = EXCLUDED.active, updated_at = now()
         """,
         t.id,
         t.template_name,
         t.tier.value,
         t.arc_key,
         t.template_text,
+        t.topic_text,
         list(t.placeholders),
         t.active,
     )

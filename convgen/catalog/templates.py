@@ -1,4 +1,9 @@
-"""Prompt templates: the placeholder vocabulary, validation, rendering and the packaged builtin templates."""
+"""Prompt templates: the placeholder vocabulary, validation, rendering and the packaged builtin templates.
+
+A template has two parts, in the order they are sent: the shared part (the persona and the arc: the same for every
+topic of a job, so it is prompt-cached) and the topic part (what differs per item: the topic and the tier). The
+shared part may not use a per-item placeholder, or no two items would share it.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +60,10 @@ _SUBJECT_VALUES: Mapping[str, Callable[[ConversationSubject], object]] = Mapping
     }
 )
 assert _SUBJECT_VALUES.keys() == PLACEHOLDERS.keys()
+# Placeholders whose value differs between the items of a job (one persona × arc meets many topics and tiers).
+PER_ITEM_PLACEHOLDERS = frozenset({"topic_name", "topic_category", "tier"})
+# The line between a template file's shared part and its topic part.
+TOPIC_MARKER = "--- topic ---"
 
 
 class InvalidTemplate(InvalidArgument):
@@ -71,11 +80,12 @@ class TemplateDefinition:
     tier: Tier
     arc_key: str
     template_text: str
+    topic_text: str
 
     @property
     def placeholders(self) -> tuple[str, ...]:
-        """The placeholder names the text uses."""
-        return extract_placeholders(self.template_text)
+        """The placeholder names both parts use."""
+        return extract_placeholders(self.template_text + self.topic_text)
 
     @property
     def id(self) -> uuid.UUID:
@@ -90,6 +100,7 @@ class TemplateDefinition:
             tier=self.tier,
             arc_key=self.arc_key,
             template_text=self.template_text,
+            topic_text=self.topic_text,
             placeholders=self.placeholders,
         )
 
@@ -99,10 +110,10 @@ def extract_placeholders(text: str) -> tuple[str, ...]:
     return tuple(sorted({match.group(1) for match in _PLACEHOLDER.finditer(text)}))
 
 
-def validate_template_text(name: str, text: str) -> None:
+def validate_template_text(name: str, text: str, *, part: str = "template text") -> None:
     """Raises InvalidTemplate naming the template and every problem: empty, unbalanced or unknown placeholders."""
     if not text.strip():
-        raise _invalid(name, "template text is empty")
+        raise _invalid(name, f"{part} is empty")
     problems: list[str] = []
     leftover = _PLACEHOLDER.sub("", text)
     if "{{" in leftover or "}}" in leftover:
@@ -115,13 +126,39 @@ def validate_template_text(name: str, text: str) -> None:
         raise _invalid(name, "; ".join(problems) + f" (known placeholders: {', '.join(PLACEHOLDERS)})")
 
 
-def render(template: PromptTemplate, subject: ConversationSubject) -> str:
+def validate_template(name: str, template_text: str, topic_text: str) -> None:
+    """Checks both parts, and that the shared part uses no per-item placeholder (it could not be shared)."""
+    validate_template_text(name, template_text)
+    per_item = [p for p in extract_placeholders(template_text) if p in PER_ITEM_PLACEHOLDERS]
+    if per_item:
+        shown = ", ".join("{{" + p + "}}" for p in per_item)
+        raise _invalid(
+            name,
+            f"the shared part uses {shown}, which differs from item to item: move it to the topic part (after a "
+            f"'{TOPIC_MARKER}' line), so that the items of a job share the shared part and it can be cached",
+        )
+    validate_template_text(name, topic_text, part="topic text")
+
+
+@dataclass(frozen=True)
+class RenderedTemplate:
+    """A template filled for one conversation: the shared part (persona and arc) first, the topic part last."""
+
+    shared: str
+    topic: str
+
+
+def render(template: PromptTemplate, subject: ConversationSubject) -> RenderedTemplate:
     """Fills every placeholder from the subject; raises InvalidTemplate rather than send a leftover to the model."""
-    validate_template_text(template.template_name, template.template_text)
-    rendered = _PLACEHOLDER.sub(lambda m: str(_SUBJECT_VALUES[m.group(1)](subject)), template.template_text)
-    if "{{" in rendered or "}}" in rendered:
+    validate_template(template.template_name, template.template_text, template.topic_text)
+    rendered = RenderedTemplate(_fill(template.template_text, subject), _fill(template.topic_text, subject))
+    if any("{{" in text or "}}" in text for text in (rendered.shared, rendered.topic)):
         raise _invalid(template.template_name, "rendered prompt still contains '{{' or '}}' (from a catalog value)")
     return rendered
+
+
+def _fill(text: str, subject: ConversationSubject) -> str:
+    return _PLACEHOLDER.sub(lambda m: str(_SUBJECT_VALUES[m.group(1)](subject)), text)
 
 
 def template_uuid(template_name: str) -> uuid.UUID:
@@ -130,7 +167,10 @@ def template_uuid(template_name: str) -> uuid.UUID:
 
 
 def parse_template_file(filename: str, text: str) -> TemplateDefinition:
-    """Parses a 'key: value' header, a '---' line and the body; raises InvalidTemplate naming the file."""
+    """Parses a 'key: value' header, a '---' line, the shared part, a '--- topic ---' line and the topic part.
+
+    Raises InvalidTemplate naming the file.
+    """
     normalized = text.lstrip("\ufeff").replace("\r\n", "\n")
     header, separator, body = normalized.partition(f"\n{_HEADER_END}\n")
     if not separator:
@@ -154,11 +194,18 @@ def parse_template_file(filename: str, text: str) -> TemplateDefinition:
     except ValueError:
         tiers = ", ".join(t.value for t in Tier)
         raise _invalid(filename, f"tier {fields['tier']!r} is not one of {tiers}") from None
-    body = body.strip()
-    validate_template_text(fields["template_name"], body)
-    return TemplateDefinition(
-        template_name=fields["template_name"], tier=tier, arc_key=fields["arc_key"], template_text=body
+    shared, marker, topic = body.partition(f"\n{TOPIC_MARKER}\n")
+    if not marker:
+        raise _invalid(filename, f"no '{TOPIC_MARKER}' line between the shared part and the topic part")
+    definition = TemplateDefinition(
+        template_name=fields["template_name"],
+        tier=tier,
+        arc_key=fields["arc_key"],
+        template_text=shared.strip(),
+        topic_text=topic.strip(),
     )
+    validate_template(definition.template_name, definition.template_text, definition.topic_text)
+    return definition
 
 
 def load_builtin_templates() -> list[TemplateDefinition]:

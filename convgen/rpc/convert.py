@@ -1,4 +1,4 @@
-"""Proto conversions both services use: tiers, timestamps, blob locations."""
+"""Proto conversions both services use: tiers, timestamps, blob locations, token usage and costs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from convgen.blobs import BlobRef
 from convgen.catalog.models import Tier
 from convgen.errors import InvalidArgument
+from convgen.pricing import CostByKind, TokenUsage
 from convgen.v1 import common_pb2
 
 TIER_TO_PROTO: dict[Tier, common_pb2.Tier.ValueType] = {
@@ -45,3 +46,26 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 def blob_location(ref: BlobRef) -> common_pb2.BlobLocation:
     """A BlobLocation message."""
     return common_pb2.BlobLocation(bucket=ref.bucket, key=ref.key, uri=ref.uri)
+
+
+def token_usage(usage: TokenUsage) -> common_pb2.TokenUsage:
+    """A TokenUsage message, with the cache writes of each TTL."""
+    return common_pb2.TokenUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+        cache_read_input_tokens=usage.cache_read_input_tokens,
+        cache_creation_5m_input_tokens=usage.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens=usage.cache_creation_1h_input_tokens,
+    )
+
+
+def cost_breakdown(cost: CostByKind) -> common_pb2.CostBreakdown:
+    """A CostBreakdown message."""
+    return common_pb2.CostBreakdown(
+        input_usd=float(cost.input),
+        output_usd=float(cost.output),
+        cache_write_5m_usd=float(cost.cache_write_5m),
+        cache_write_1h_usd=float(cost.cache_write_1h),
+        cache_read_usd=float(cost.cache_read),
+    )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from convgen.v1 import common_pb2 as convgen_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvgen/v1/catalog.proto\x12\nconvgen.v1\x1a\x17\x63onvgen/v1/common.proto\"\xbb\x01\n\x07Persona\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bpersona_key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tarchetype\x18\x04 \x01(\t\x12\x0b\n\x03\x61ge\x18\x05 \x01(\x05\x12\x12\n\noccupation\x18\x06 \x01(\t\x12\x14\n\x0cincome_range\x18\x07 \x01(\t\x12\x1b\n\x13\x63ommunication_style\x18\x08 \x01(\t\x12\x1a\n\x12\x65motional_baseline\x18\t \x01(\t\"\x9d\x01\n\x0c\x45motionalArc\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61rc_key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1e\n\x04tier\x18\x04 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x18\n\x10starting_emotion\x18\x06 \x01(\t\x12\x16\n\x0e\x65nding_emotion\x18\x07 \x01(\t\"N\n\rTrainingTopic\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttopic_key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\"\xa1\x01\n\x0ePromptTemplate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rtemplate_name\x18\x02 \x01(\t\x12\x1e\n\x04tier\x18\x03 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x0f\n\x07\x61rc_key\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x14\n\x0cplaceholders\x18\x06 \x03(\t\x12\x15\n\rtemplate_text\x18\x07 \x01(\t\"<\n\x13ListPersonasRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListPersonasResponse\x12%\n\x08personas\x18\x01 \x03(\x0b\x32\x13.convgen.v1.Persona\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x18ListEmotionalArcsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x19ListEmotionalArcsResponse\x12\x30\n\x0e\x65motional_arcs\x18\x01 \x03(\x0b\x32\x18.convgen.v1.EmotionalArc\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x19ListTrainingTopicsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x1aListTrainingTopicsResponse\x12\x32\n\x0ftraining_topics\x18\x01 \x03(\x0b\x32\x19.convgen.v1.TrainingTopic\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x15ListTemplatesResponse\x12-\n\ttemplates\x18\x01 \x03(\x0b\x32\x1a.convgen.v1.PromptTemplate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x80\x03\n\x0e\x43\x61talogService\x12Q\n\x0cListPersonas\x12\x1f.convgen.v1.ListPersonasRequest\x1a .convgen.v1.ListPersonasResponse\x12`\n\x11ListEmotionalArcs\x12$.convgen.v1.ListEmotionalArcsRequest\x1a%.convgen.v1.ListEmotionalArcsResponse\x12\x63\n\x12ListTrainingTopics\x12%.convgen.v1.ListTrainingTopicsRequest\x1a&.convgen.v1.ListTrainingTopicsResponse\x12T\n\rListTemplates\x12 .convgen.v1.ListTemplatesRequest\x1a!.convgen.v1.ListTemplatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63onvgen/v1/catalog.proto\x12\nconvgen.v1\x1a\x17\x63onvgen/v1/common.proto\"\xbb\x01\n\x07Persona\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bpersona_key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tarchetype\x18\x04 \x01(\t\x12\x0b\n\x03\x61ge\x18\x05 \x01(\x05\x12\x12\n\noccupation\x18\x06 \x01(\t\x12\x14\n\x0cincome_range\x18\x07 \x01(\t\x12\x1b\n\x13\x63ommunication_style\x18\x08 \x01(\t\x12\x1a\n\x12\x65motional_baseline\x18\t \x01(\t\"\x9d\x01\n\x0c\x45motionalArc\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61rc_key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1e\n\x04tier\x18\x04 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x18\n\x10starting_emotion\x18\x06 \x01(\t\x12\x16\n\x0e\x65nding_emotion\x18\x07 \x01(\t\"N\n\rTrainingTopic\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttopic_key\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\"\xb5\x01\n\x0ePromptTemplate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rtemplate_name\x18\x02 \x01(\t\x12\x1e\n\x04tier\x18\x03 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x0f\n\x07\x61rc_key\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x14\n\x0cplaceholders\x18\x06 \x03(\t\x12\x15\n\rtemplate_text\x18\x07 \x01(\t\x12\x12\n\ntopic_text\x18\x1e \x01(\t\"<\n\x13ListPersonasRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListPersonasResponse\x12%\n\x08personas\x18\x01 \x03(\x0b\x32\x13.convgen.v1.Persona\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x18ListEmotionalArcsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x19ListEmotionalArcsResponse\x12\x30\n\x0e\x65motional_arcs\x18\x01 \x03(\x0b\x32\x18.convgen.v1.EmotionalArc\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x19ListTrainingTopicsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x1aListTrainingTopicsResponse\x12\x32\n\x0ftraining_topics\x18\x01 \x03(\x0b\x32\x19.convgen.v1.TrainingTopic\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x15ListTemplatesResponse\x12-\n\ttemplates\x18\x01 \x03(\x0b\x32\x1a.convgen.v1.PromptTemplate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x80\x03\n\x0e\x43\x61talogService\x12Q\n\x0cListPersonas\x12\x1f.convgen.v1.ListPersonasRequest\x1a .convgen.v1.ListPersonasResponse\x12`\n\x11ListEmotionalArcs\x12$.convgen.v1.ListEmotionalArcsRequest\x1a%.convgen.v1.ListEmotionalArcsResponse\x12\x63\n\x12ListTrainingTopics\x12%.convgen.v1.ListTrainingTopicsRequest\x1a&.convgen.v1.ListTrainingTopicsResponse\x12T\n\rListTemplates\x12 .convgen.v1.ListTemplatesRequest\x1a!.convgen.v1.ListTemplatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,23 +39,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAININGTOPIC']._serialized_start=415
   _globals['_TRAININGTOPIC']._serialized_end=493
   _globals['_PROMPTTEMPLATE']._serialized_start=496
-  _globals['_PROMPTTEMPLATE']._serialized_end=657
-  _globals['_LISTPERSONASREQUEST']._serialized_start=659
-  _globals['_LISTPERSONASREQUEST']._serialized_end=719
-  _globals['_LISTPERSONASRESPONSE']._serialized_start=721
-  _globals['_LISTPERSONASRESPONSE']._serialized_end=807
-  _globals['_LISTEMOTIONALARCSREQUEST']._serialized_start=809
-  _globals['_LISTEMOTIONALARCSREQUEST']._serialized_end=874
-  _globals['_LISTEMOTIONALARCSRESPONSE']._serialized_start=876
-  _globals['_LISTEMOTIONALARCSRESPONSE']._serialized_end=978
-  _globals['_LISTTRAININGTOPICSREQUEST']._serialized_start=980
-  _globals['_LISTTRAININGTOPICSREQUEST']._serialized_end=1046
-  _globals['_LISTTRAININGTOPICSRESPONSE']._serialized_start=1048
-  _globals['_LISTTRAININGTOPICSRESPONSE']._serialized_end=1153
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1155
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1216
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1218
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1313
-  _globals['_CATALOGSERVICE']._serialized_start=1316
-  _globals['_CATALOGSERVICE']._serialized_end=1700
+  _globals['_PROMPTTEMPLATE']._serialized_end=677
+  _globals['_LISTPERSONASREQUEST']._serialized_start=679
+  _globals['_LISTPERSONASREQUEST']._serialized_end=739
+  _globals['_LISTPERSONASRESPONSE']._serialized_start=741
+  _globals['_LISTPERSONASRESPONSE']._serialized_end=827
+  _globals['_LISTEMOTIONALARCSREQUEST']._serialized_start=829
+  _globals['_LISTEMOTIONALARCSREQUEST']._serialized_end=894
+  _globals['_LISTEMOTIONALARCSRESPONSE']._serialized_start=896
+  _globals['_LISTEMOTIONALARCSRESPONSE']._serialized_end=998
+  _globals['_LISTTRAININGTOPICSREQUEST']._serialized_start=1000
+  _globals['_LISTTRAININGTOPICSREQUEST']._serialized_end=1066
+  _globals['_LISTTRAININGTOPICSRESPONSE']._serialized_start=1068
+  _globals['_LISTTRAININGTOPICSRESPONSE']._serialized_end=1173
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1175
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1236
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1238
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1333
+  _globals['_CATALOGSERVICE']._serialized_start=1336
+  _globals['_CATALOGSERVICE']._serialized_end=1720
 # @@protoc_insertion_point(module_scope)

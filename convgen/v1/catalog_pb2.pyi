@@ -155,7 +155,7 @@ Global___TrainingTopic: _TypeAlias = TrainingTopic  # noqa: Y015
 
 @_typing.final
 class PromptTemplate(_message.Message):
-    """PromptTemplate is a prompt with {{placeholders}} filled from the parameters."""
+    """PromptTemplate is a prompt with {{placeholders}} filled from the parameters: a shared part, then a topic part."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -166,6 +166,7 @@ class PromptTemplate(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     PLACEHOLDERS_FIELD_NUMBER: _builtins.int
     TEMPLATE_TEXT_FIELD_NUMBER: _builtins.int
+    TOPIC_TEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID."""
     template_name: _builtins.str
@@ -177,7 +178,11 @@ class PromptTemplate(_message.Message):
     active: _builtins.bool
     """Whether auto-selection may choose it."""
     template_text: _builtins.str
-    """The template text."""
+    """The shared part of the template: the persona and the arc, the same for every topic of a job. It is sent
+    first and prompt-cached; it uses no per-item placeholder (topic_name, topic_category, tier).
+    """
+    topic_text: _builtins.str
+    """The topic part of the template, sent after the shared part: what differs from item to item."""
     @_builtins.property
     def placeholders(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Placeholders the template uses, without braces."""
@@ -192,10 +197,11 @@ class PromptTemplate(_message.Message):
         active: _builtins.bool = ...,
         placeholders: _abc.Iterable[_builtins.str] | None = ...,
         template_text: _builtins.str = ...,
+        topic_text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "arc_key", b"arc_key", "id", b"id", "placeholders", b"placeholders", "template_name", b"template_name", "template_text", b"template_text", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "arc_key", b"arc_key", "id", b"id", "placeholders", b"placeholders", "template_name", b"template_name", "template_text", b"template_text", "tier", b"tier", "topic_text", b"topic_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -93,14 +93,20 @@ class TokenUsage(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHE_CREATION_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHE_READ_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_5M_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_1H_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """Uncached input tokens."""
     output_tokens: _builtins.int
     """Output tokens."""
     cache_creation_input_tokens: _builtins.int
-    """Input tokens written to the prompt cache."""
+    """Input tokens written to the prompt cache, both TTLs (cache_creation_5m_input_tokens + cache_creation_1h_input_tokens)."""
     cache_read_input_tokens: _builtins.int
     """Input tokens read from the prompt cache."""
+    cache_creation_5m_input_tokens: _builtins.int
+    """Input tokens written to the prompt cache with the 5-minute TTL (billed at 1.25x input)."""
+    cache_creation_1h_input_tokens: _builtins.int
+    """Input tokens written to the prompt cache with the 1-hour TTL (billed at 2x input)."""
     def __init__(
         self,
         *,
@@ -108,14 +114,56 @@ class TokenUsage(_message.Message):
         output_tokens: _builtins.int = ...,
         cache_creation_input_tokens: _builtins.int = ...,
         cache_read_input_tokens: _builtins.int = ...,
+        cache_creation_5m_input_tokens: _builtins.int = ...,
+        cache_creation_1h_input_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_1h_input_tokens", b"cache_creation_1h_input_tokens", "cache_creation_5m_input_tokens", b"cache_creation_5m_input_tokens", "cache_creation_input_tokens", b"cache_creation_input_tokens", "cache_read_input_tokens", b"cache_read_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TokenUsage: _TypeAlias = TokenUsage  # noqa: Y015
+
+@_typing.final
+class CostBreakdown(_message.Message):
+    """CostBreakdown is what the tokens of each kind cost, in US dollars (each part rounded to the micro-dollar, so the
+    parts can differ from the total by a few micro-dollars).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_USD_FIELD_NUMBER: _builtins.int
+    OUTPUT_USD_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_5M_USD_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_USD_FIELD_NUMBER: _builtins.int
+    CACHE_READ_USD_FIELD_NUMBER: _builtins.int
+    input_usd: _builtins.float
+    """Uncached input tokens."""
+    output_usd: _builtins.float
+    """Output tokens (thinking included)."""
+    cache_write_5m_usd: _builtins.float
+    """Prompt-cache writes with the 5-minute TTL."""
+    cache_write_1h_usd: _builtins.float
+    """Prompt-cache writes with the 1-hour TTL."""
+    cache_read_usd: _builtins.float
+    """Prompt-cache reads."""
+    def __init__(
+        self,
+        *,
+        input_usd: _builtins.float = ...,
+        output_usd: _builtins.float = ...,
+        cache_write_5m_usd: _builtins.float = ...,
+        cache_write_1h_usd: _builtins.float = ...,
+        cache_read_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_usd", b"cache_read_usd", "cache_write_1h_usd", b"cache_write_1h_usd", "cache_write_5m_usd", b"cache_write_5m_usd", "input_usd", b"input_usd", "output_usd", b"output_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostBreakdown: _TypeAlias = CostBreakdown  # noqa: Y015
 
 @_typing.final
 class BlobLocation(_message.Message):

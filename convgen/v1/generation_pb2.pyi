@@ -236,6 +236,10 @@ class StoredConversation(_message.Message):
     TEMPLATE_NAME_FIELD_NUMBER: _builtins.int
     VALIDATION_WARNINGS_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    COST_BREAKDOWN_FIELD_NUMBER: _builtins.int
+    PRICE_VERSION_FIELD_NUMBER: _builtins.int
+    COST_UNKNOWN_FIELD_NUMBER: _builtins.int
+    SERVICE_TIER_FIELD_NUMBER: _builtins.int
     pk: _builtins.str
     """Primary key of the row (conversations.id). Foreign keys such as batch_items.conversation_id hold this value."""
     business_key: _builtins.str
@@ -247,7 +251,7 @@ class StoredConversation(_message.Message):
     model: _builtins.str
     """Model that produced it; offline-synthetic for the offline generator."""
     cost_usd: _builtins.float
-    """Estimated cost of the model call in US dollars."""
+    """Cost of the model calls in US dollars at the prices of price_version; 0 when cost_unknown."""
     request_id: _builtins.str
     """The request_id the conversation was generated for."""
     created_by: _builtins.str
@@ -260,6 +264,14 @@ class StoredConversation(_message.Message):
     """Human key of the training topic, e.g. estate_planning_basics."""
     template_name: _builtins.str
     """Name of the prompt template used."""
+    price_version: _builtins.str
+    """Version of the price table the cost was computed with; empty for conversations stored before price tables."""
+    cost_unknown: _builtins.bool
+    """True when the price table does not know the model (or the service tier): the cost is not known, and is
+    never estimated from another model's prices.
+    """
+    service_tier: _builtins.str
+    """The API's service tier of the call: standard, or batch (the Batch API, at half price)."""
     @_builtins.property
     def parameters(self) -> _common_pb2.GenerationParameters:
         """The parameters as resolved: template_id is the template actually used."""
@@ -288,6 +300,10 @@ class StoredConversation(_message.Message):
     def content(self) -> Global___Conversation:
         """The conversation itself; only in the FULL view."""
 
+    @_builtins.property
+    def cost_breakdown(self) -> _common_pb2.CostBreakdown:
+        """cost_usd split by kind of token; unset when cost_unknown."""
+
     def __init__(
         self,
         *,
@@ -310,10 +326,14 @@ class StoredConversation(_message.Message):
         template_name: _builtins.str = ...,
         validation_warnings: _abc.Iterable[_builtins.str] | None = ...,
         content: Global___Conversation | None = ...,
+        cost_breakdown: _common_pb2.CostBreakdown | None = ...,
+        price_version: _builtins.str = ...,
+        cost_unknown: _builtins.bool = ...,
+        service_tier: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "created_at", b"created_at", "final_blob", b"final_blob", "parameters", b"parameters", "raw_blob", b"raw_blob", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "cost_breakdown", b"cost_breakdown", "created_at", b"created_at", "final_blob", b"final_blob", "parameters", b"parameters", "raw_blob", b"raw_blob", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arc_key", b"arc_key", "business_key", b"business_key", "content", b"content", "cost_usd", b"cost_usd", "created_at", b"created_at", "created_by", b"created_by", "final_blob", b"final_blob", "model", b"model", "parameters", b"parameters", "persona_key", b"persona_key", "pk", b"pk", "processing_status", b"processing_status", "raw_blob", b"raw_blob", "request_id", b"request_id", "template_name", b"template_name", "topic_key", b"topic_key", "turn_count", b"turn_count", "usage", b"usage", "validation_warnings", b"validation_warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arc_key", b"arc_key", "business_key", b"business_key", "content", b"content", "cost_breakdown", b"cost_breakdown", "cost_unknown", b"cost_unknown", "cost_usd", b"cost_usd", "created_at", b"created_at", "created_by", b"created_by", "final_blob", b"final_blob", "model", b"model", "parameters", b"parameters", "persona_key", b"persona_key", "pk", b"pk", "price_version", b"price_version", "processing_status", b"processing_status", "raw_blob", b"raw_blob", "request_id", b"request_id", "service_tier", b"service_tier", "template_name", b"template_name", "topic_key", b"topic_key", "turn_count", b"turn_count", "usage", b"usage", "validation_warnings", b"validation_warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

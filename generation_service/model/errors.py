@@ -54,6 +54,18 @@ class ModelPermissionDenied(PermissionDenied):
     default_reason = "MODEL_PERMISSION_DENIED"
 
 
+class ModelNotFound(FailedPrecondition):
+    """The provider does not know the configured model (404)."""
+
+    default_reason = "MODEL_NOT_FOUND"
+
+
+class ModelCreditExhausted(FailedPrecondition):
+    """The provider refused the call because the account's credit balance is too low."""
+
+    default_reason = "MODEL_CREDIT_EXHAUSTED"
+
+
 class ModelOutputInvalid(FailedPrecondition):
     """The model answered, but its output cannot be used (truncated, unparseable, schema-invalid)."""
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from convgen.catalog.models import ConversationSubject, Tier
-from generation_service.model.port import ModelRequest, ModelResponse, TokenUsage
+from convgen.pricing import TokenUsage
+from generation_service.model.port import ModelRequest, ModelResponse
 
 MODEL_NAME = "offline-synthetic"
 _CHARS_PER_TOKEN = 4
@@ -682,9 +683,7 @@ class OfflineModelClient:
             text = text[: request.max_tokens * _CHARS_PER_TOKEN]
             stop_reason = "max_tokens"
             output_tokens = request.max_tokens
-        usage = TokenUsage(
-            input_tokens=(len(request.system) + len(request.prompt)) // _CHARS_PER_TOKEN, output_tokens=output_tokens
-        )
+        usage = TokenUsage(input_tokens=request.prompt.characters // _CHARS_PER_TOKEN, output_tokens=output_tokens)
         body = {
             "id": f"msg_offline_{digest.hex()}",
             "type": "message",
@@ -708,6 +707,10 @@ class OfflineModelClient:
             usage=usage,
             headers={"content-type": "application/json"},
         )
+
+    async def count_tokens(self, system: str, user: str) -> int:
+        """The offline model's own count: four characters a token, as its usage reports."""
+        return (len(system) + len(user)) // _CHARS_PER_TOKEN
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from convgen.catalog.models import ConversationSubject
+from convgen.pricing import TokenUsage
+
+CacheTtl = Literal["5m", "1h"]
 
 
 @dataclass(frozen=True)
-class TokenUsage:
-    """Tokens one call consumed."""
+class PromptParts:
+    """A prompt laid out for prompt caching, longest shared prefix first.
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
+    contract: the fixed output contract, the same for every conversation (the system prompt; cached).
+    shared: the template with the persona and the arc, the same for every topic of a job (cached).
+    topic: what only this conversation has (not cached).
+    """
+
+    contract: str
+    shared: str
+    topic: str
+
+    @property
+    def characters(self) -> int:
+        """Length of the whole prompt in characters."""
+        return len(self.contract) + len(self.shared) + len(self.topic)
 
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """A prompt: a reusable (cacheable) system part and the per-conversation part."""
+    """One conversation to generate: the prompt, what it is about, and the template it was rendered from."""
 
-    system: str
-    prompt: str
+    prompt: PromptParts
     subject: ConversationSubject
     max_tokens: int
+    template_key: str = ""
     request_id: str = ""
 
 
@@ -52,6 +64,10 @@ class ModelClient(Protocol):
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Calls the model (retrying transient failures) and returns its response."""
+        ...
+
+    async def count_tokens(self, system: str, user: str) -> int:
+        """Input tokens of a prompt made of this system text and one user message, as the model counts them."""
         ...
 
     async def close(self) -> None:

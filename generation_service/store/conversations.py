@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 import asyncpg
 
 from convgen.catalog.models import Tier
 from convgen.db.database import Connection
+from convgen.pricing import Cost, CostByKind, TokenUsage
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,8 @@ class NewConversation:
     final_key: str
     turn_count: int
     model: str
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    cost_usd: Decimal
+    usage: TokenUsage
+    cost: Cost
     validation_warnings: list[str] = field(default_factory=list)
 
 
@@ -74,10 +71,53 @@ _SELECT = """
 
 
 def _row(r: asyncpg.Record) -> ConversationRow:
-    values = dict(r)
-    values["tier"] = Tier(values["tier"])
-    values["validation_warnings"] = list(values["validation_warnings"])
-    return ConversationRow(**values)
+    priced = r["cost_usd"] is not None
+    return ConversationRow(
+        id=r["id"],
+        created_at=r["created_at"],
+        conversation_id=r["conversation_id"],
+        request_id=r["request_id"],
+        created_by=r["created_by"],
+        persona_id=r["persona_id"],
+        emotional_arc_id=r["emotional_arc_id"],
+        training_topic_id=r["training_topic_id"],
+        tier=Tier(r["tier"]),
+        template_id=r["template_id"],
+        processing_status=r["processing_status"],
+        raw_bucket=r["raw_bucket"],
+        raw_key=r["raw_key"],
+        final_bucket=r["final_bucket"],
+        final_key=r["final_key"],
+        turn_count=r["turn_count"],
+        model=r["model"],
+        usage=TokenUsage(
+            input_tokens=r["input_tokens"],
+            output_tokens=r["output_tokens"],
+            cache_creation_5m_input_tokens=r["cache_creation_5m_input_tokens"],
+            cache_creation_1h_input_tokens=r["cache_creation_1h_input_tokens"],
+            cache_read_input_tokens=r["cache_read_input_tokens"],
+            service_tier=r["service_tier"],
+        ),
+        cost=Cost(
+            usd=r["cost_usd"],
+            # Rows costed before the split have a total only.
+            by_kind=CostByKind(
+                input=r["input_cost_usd"],
+                output=r["output_cost_usd"],
+                cache_write_5m=r["cache_write_5m_cost_usd"],
+                cache_write_1h=r["cache_write_1h_cost_usd"],
+                cache_read=r["cache_read_cost_usd"],
+            )
+            if priced and r["input_cost_usd"] is not None
+            else None,
+            price_version=r["price_version"] or "",
+        ),
+        validation_warnings=list(r["validation_warnings"]),
+        persona_key=r["persona_key"],
+        arc_key=r["arc_key"],
+        topic_key=r["topic_key"],
+        template_name=r["template_name"],
+    )
 
 
 async def insert_and_finish_claim(conn: Connection, new: NewConversation, *, owner: str) -> tuple[uuid.UUID, datetime]:
@@ -85,20 +125,24 @@ async def insert_and_finish_claim(conn: Connection, new: NewConversation, *, own
 
     Raises asyncpg.UniqueViolationError when the request_id already has a conversation.
     """
+    usage, by_kind = new.usage, new.cost.by_kind
     row = await conn.fetchrow(
         """
         WITH inserted AS (
             INSERT INTO conversations (
                 conversation_id, request_id, created_by, persona_id, emotional_arc_id, training_topic_id, tier,
                 template_id, processing_status, raw_bucket, raw_key, final_bucket, final_key, turn_count, model,
-                input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
+                input_tokens, output_tokens, cache_creation_input_tokens, cache_creation_5m_input_tokens,
+                cache_creation_1h_input_tokens, cache_read_input_tokens, service_tier, price_version, cost_usd,
+                input_cost_usd, output_cost_usd, cache_write_5m_cost_usd, cache_write_1h_cost_usd, cache_read_cost_usd,
                 validation_warnings)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                    $22, $23, $24, $25, $26, $27, $28, $29, $30)
             RETURNING id, created_at
         ), finished AS (
             -- The claim now points at its result and never expires: repeats of the request_id get this row.
             INSERT INTO generation_claims (request_id, owner, lease_expires_at, conversation_pk)
-            SELECT $2, $22, 'infinity', id FROM inserted
+            SELECT $2, $31, 'infinity', id FROM inserted
             ON CONFLICT (request_id) DO UPDATE
                 SET owner = EXCLUDED.owner, lease_expires_at = 'infinity', conversation_pk = EXCLUDED.conversation_pk
         )
@@ -119,11 +163,20 @@ async def insert_and_finish_claim(conn: Connection, new: NewConversation, *, own
         new.final_key,
         new.turn_count,
         new.model,
-        new.input_tokens,
-        new.output_tokens,
-        new.cache_creation_input_tokens,
-        new.cache_read_input_tokens,
-        new.cost_usd,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_creation_input_tokens,
+        usage.cache_creation_5m_input_tokens,
+        usage.cache_creation_1h_input_tokens,
+        usage.cache_read_input_tokens,
+        usage.service_tier,
+        new.cost.price_version,
+        new.cost.usd,
+        by_kind.input if by_kind else None,
+        by_kind.output if by_kind else None,
+        by_kind.cache_write_5m if by_kind else None,
+        by_kind.cache_write_1h if by_kind else None,
+        by_kind.cache_read if by_kind else None,
         new.validation_warnings,
         owner,
     )

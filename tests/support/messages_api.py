@@ -1,5 +1,12 @@
 """A local HTTP server that speaks the Anthropic Messages API, with scripted and random fault injection.
 
+Besides ``POST /v1/messages`` it serves ``POST /v1/messages/count_tokens`` and ``GET /v1/models/{model}`` (with the
+model's capabilities), caches prompt prefixes like the API (``tests/support/fake_api_cache.py``), enforces request,
+input-token and output-token limits with the API's headers and 429s (``tests/support/fake_api_limits.py``), accepts
+``output_config.effort`` (thinking tokens per effort level, billed as output and counted against max_tokens, when
+configured) and honours ``output_config.format``: the reply is JSON matching the schema (constrained decoding, so
+the unparseable and schema-invalid faults cannot happen then).
+
 Point ``anthropic.AsyncAnthropic(base_url=api.base_url)`` at it. Run standalone with
 ``python -m tests.support.messages_api --ready-file PATH`` (see ``--help``).
 """
@@ -24,13 +31,23 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import jsonschema
 from aiohttp import web
+
+from tests.support.fake_api_cache import (
+    CachePlan,
+    CacheRequestError,
+    PromptCache,
+    check_breakpoints,
+    prompt_blocks,
+    token_count,
+)
+from tests.support.fake_api_limits import Charge, RateLimits, RateRefused
 
 __all__ = [
     "FakeApiConfig",
@@ -60,6 +77,7 @@ class Fault(enum.StrEnum):
     SCHEMA_INVALID = "schema_invalid"
     CONNECTION_RESET = "connection_reset"
     SLOW = "slow"
+    CREDIT_EXHAUSTED = "credit_exhausted"
 
 
 @dataclass
@@ -75,6 +93,22 @@ class FakeApiConfig:
     slow_seconds: float = 30.0
     retry_after_seconds: int = 1
     max_recorded_requests: int = 5_000
+    input_tokens_per_minute: float = 0.0
+    output_tokens_per_minute: float = 0.0
+    token_burst_seconds: float = 60.0
+    """Capacity of the token buckets in seconds of their rate; the API's is a full minute."""
+    min_cacheable_tokens: int = 1024
+    """Shortest prefix the model caches; below it nothing is cached and nothing is said."""
+    cache_ttl_scale: float = 1.0
+    """Multiplies the cache TTLs (5 minutes, 1 hour), so that tests can see entries expire."""
+    output_tokens: int = 0
+    """Length the reply's conversation is padded to, in tokens; 0 keeps the natural six-turn conversation."""
+    thinking_tokens: dict[str, int] = field(default_factory=dict)
+    """Thinking tokens per effort level (low, medium, high, xhigh, max); no effort sent means high."""
+    structured_outputs: bool = True
+    """Whether models support output_config.format (GET /v1/models says so; the request is refused otherwise)."""
+    known_models: list[str] | None = None
+    """Models the API knows; others get 404 not_found_error. None: every model."""
 
     def validate(self) -> None:
         """Raises ValueError when a field is out of range or the fault mix is not a distribution."""
@@ -92,6 +126,14 @@ class FakeApiConfig:
             raise ValueError(f"retry_after_seconds must not be negative (got {self.retry_after_seconds})")
         if self.max_recorded_requests < 1:
             raise ValueError(f"max_recorded_requests must be at least 1 (got {self.max_recorded_requests})")
+        for name in ("input_tokens_per_minute", "output_tokens_per_minute", "min_cacheable_tokens", "output_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (got {getattr(self, name)})")
+        if self.token_burst_seconds <= 0 or self.cache_ttl_scale <= 0:
+            raise ValueError("token_burst_seconds and cache_ttl_scale must be positive")
+        unknown_efforts = set(self.thinking_tokens) - set(EFFORTS)
+        if unknown_efforts:
+            raise ValueError(f"thinking_tokens: unknown effort levels {sorted(unknown_efforts)}; known: {EFFORTS}")
         if not isinstance(self.fault_mix, dict):
             raise ValueError(f"fault_mix must be a dict of fault name to probability (got {self.fault_mix!r})")
         _parse_mix(self.fault_mix)
@@ -152,7 +194,16 @@ _ERROR_FAULTS: dict[Fault, tuple[int, str, str]] = {
         "permission_error",
         "Your API key does not have permission to use the specified resource.",
     ),
+    Fault.CREDIT_EXHAUSTED: (
+        400,
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or "
+        "purchase credits.",
+    ),
 }
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+# Faults that constrained decoding (output_config.format) rules out: the reply is always schema-valid JSON.
+_FORMAT_PREVENTS = frozenset({Fault.OK_FENCED, Fault.UNPARSEABLE, Fault.SCHEMA_INVALID})
 _BAD_GATEWAY_HTML = (
     "<html><head><title>502 Bad Gateway</title></head>"
     "<body><center><h1>502 Bad Gateway</h1></center><hr><center>cloudflare</center></body></html>"
@@ -179,11 +230,6 @@ def _parse_mix(mix: Mapping[str, float]) -> list[tuple[Fault, float]]:
     return pairs
 
 
-def _token_estimate(chars: int) -> int:
-    """Tokens for a text of this many characters (about four characters a token)."""
-    return max(1, math.ceil(chars / 4)) if chars else 0
-
-
 def _text_of(content: Any) -> str:
     """The text of a message content: a string, or the text blocks of a block list."""
     if isinstance(content, str):
@@ -196,10 +242,14 @@ def _text_of(content: Any) -> str:
 
 
 def _excerpt(messages: Sequence[Any]) -> str:
-    """A short, whitespace-collapsed excerpt of the last user message."""
+    """A short, whitespace-collapsed excerpt of the last text block of the last user message (what varies most)."""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
-            text = " ".join(_text_of(message.get("content")).split())
+            content = message.get("content")
+            if isinstance(content, list):
+                texts = [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)]
+                content = texts[-1] if texts else ""
+            text = " ".join(_text_of(content).split())
             return text[:_EXCERPT_CHARS] or "my situation"
     return "my situation"
 
@@ -270,9 +320,26 @@ def build_conversation(excerpt: str) -> str:
     return json.dumps(document, ensure_ascii=False)
 
 
-def _reply_text(fault: Fault, excerpt: str) -> str:
+@lru_cache(maxsize=4096)
+def padded_conversation(excerpt: str, output_tokens: int) -> str:
+    """The default conversation with every turn lengthened alike until the JSON is about output_tokens long."""
+    document = json.loads(build_conversation(excerpt))
+    turns = document["turns"]
+    missing = output_tokens * 4 - len(build_conversation(excerpt))
+    if missing > 0:
+        filler = (
+            " Let me say a little more about that, because the details matter here and I want to be sure we "
+            "understand each other before we move on to the next question."
+        )
+        per_turn = math.ceil(missing / len(turns))
+        for turn in turns:
+            turn["content"] += (filler * (per_turn // len(filler) + 1))[:per_turn]
+    return json.dumps(document, ensure_ascii=False)
+
+
+def _reply_text(fault: Fault, excerpt: str, output_tokens: int = 0) -> str:
     """The assistant text a 200 fault answers with."""
-    conversation = build_conversation(excerpt)
+    conversation = padded_conversation(excerpt, output_tokens) if output_tokens else build_conversation(excerpt)
     if fault is Fault.OK_FENCED:
         return (
             f"Here is the conversation you asked for.\n\n```json\n{conversation}\n```\n\n"
@@ -288,11 +355,6 @@ def _reply_text(fault: Fault, excerpt: str) -> str:
     if fault is Fault.SCHEMA_INVALID:
         return json.dumps({"conversation_metadata": _metadata(excerpt), "dialogue": "omitted"}, ensure_ascii=False)
     return conversation
-
-
-def _rfc3339(epoch_seconds: float) -> str:
-    """A UTC timestamp like 2025-01-31T12:00:05Z."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_loopback(host: str) -> bool:
@@ -347,6 +409,84 @@ def _validate_body(body: Any) -> None:
             raise _Rejection(400, "invalid_request_error", f"system.{index}: must be a text block with a text field")
 
 
+@dataclass(frozen=True)
+class _OutputOptions:
+    """What output_config and thinking ask of a reply: the effort level and the JSON schema, if any."""
+
+    effort: str
+    thinking: bool
+    schema: dict[str, Any] | None
+
+
+def _output_options(body: Mapping[str, Any], config: FakeApiConfig) -> _OutputOptions:
+    """Reads (and checks, naming the bad field like the API) output_config.effort, output_config.format, thinking."""
+    output_config = body.get("output_config") or {}
+    if not isinstance(output_config, dict):
+        raise _Rejection(400, "invalid_request_error", "output_config: Input should be an object")
+    effort = output_config.get("effort") or "high"
+    if effort not in EFFORTS:
+        raise _Rejection(
+            400, "invalid_request_error", f"output_config.effort: Input should be {', '.join(map(repr, EFFORTS))}"
+        )
+    schema = None
+    output_format = output_config.get("format")
+    if output_format is not None:
+        if not config.structured_outputs:
+            raise _Rejection(
+                400,
+                "invalid_request_error",
+                f"output_config.format: structured outputs are not supported by {body['model']}",
+            )
+        if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
+            raise _Rejection(400, "invalid_request_error", "output_config.format.type: Input should be 'json_schema'")
+        schema = output_format.get("schema")
+        if not isinstance(schema, dict):
+            raise _Rejection(400, "invalid_request_error", "output_config.format.schema: Field required")
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as error:
+            raise _Rejection(400, "invalid_request_error", f"output_config.format.schema: {error.message}") from None
+    thinking = body.get("thinking")
+    thinks = not (isinstance(thinking, dict) and thinking.get("type") == "disabled")
+    return _OutputOptions(effort=str(effort), thinking=thinks, schema=schema)
+
+
+def _instance_of(schema: Mapping[str, Any], root: Mapping[str, Any], excerpt: str) -> object:
+    """A value valid against a (strict-subset) JSON schema, for schemas the default conversation does not fit."""
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return _instance_of(root.get("$defs", {}).get(name, {}), root, excerpt)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "allOf"):
+        if schema.get(key):
+            return _instance_of(schema[key][0], root, excerpt)
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _instance_of(sub, root, excerpt) for name, sub in properties.items()}
+    if kind == "array":
+        return [_instance_of(schema.get("items", {}), root, excerpt) for _ in range(max(2, schema.get("minItems", 0)))]
+    if kind == "integer":
+        return 1
+    if kind == "number":
+        return 0.5
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return f"About {excerpt}"
+
+
+def _structured_text(schema: Mapping[str, Any], conversation: str, excerpt: str) -> str:
+    """The reply under output_config.format: the conversation when it matches the schema, else a generated instance."""
+    if jsonschema.Draft202012Validator(schema).is_valid(json.loads(conversation)):
+        return conversation
+    return json.dumps(_instance_of(schema, schema, excerpt), ensure_ascii=False)
+
+
 class FakeMessagesApi:
     """An in-process aiohttp server imitating ``POST /v1/messages``, with fault injection and request records."""
 
@@ -360,10 +500,10 @@ class FakeMessagesApi:
         self._injections: list[_Injection] = []
         self._rng = random.Random(self.config.seed)
         self._seeded_with = self.config.seed
-        self._bucket_tokens: float | None = None
-        self._bucket_at = 0.0
-        self._bucket_key: tuple[float, float] = (0.0, 0.0)
-        self._cache_seen: set[str] = set()
+        self._limits = RateLimits()
+        self._cache = PromptCache()
+        self.token_counts: list[dict[str, Any]] = []
+        """Bodies of the POST /v1/messages/count_tokens requests answered."""
         self._mix_source: dict[str, float] | None = None
         self._mix_snapshot: dict[str, float] = {}
         self._mix: list[tuple[Fault, float]] = []
@@ -390,6 +530,8 @@ class FakeMessagesApi:
         # The real API accepts bodies up to 32 MB; aiohttp's default is 1 MB.
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        app.router.add_get("/v1/models/{model}", self._model_info)
         app.router.add_get("/_fake/stats", self._control_stats)
         app.router.add_post("/_fake/config", self._control_config)
         app.router.add_post("/_fake/inject", self._control_inject)
@@ -432,11 +574,12 @@ class FakeMessagesApi:
         self._injections.clear()
 
     def reset(self) -> None:
-        """Forgets records, scripted faults, the rate bucket and cache memory, and reseeds the random source."""
+        """Forgets records, scripted faults, the rate buckets and cache memory, and reseeds the random source."""
         self.requests.clear()
         self._injections.clear()
-        self._bucket_tokens = None
-        self._cache_seen.clear()
+        self._limits.reset()
+        self._cache.clear()
+        self.token_counts.clear()
         self._rng.seed(self.config.seed)
         self._seeded_with = self.config.seed
         self._total = 0
@@ -487,33 +630,47 @@ class FakeMessagesApi:
         headers = {"request-id": request_id}
         try:
             self._check_headers(record.headers)
-            self._take_token(headers)
             if body is None:
                 raise _Rejection(400, "invalid_request_error", "There was an error parsing the body of your request")
             _validate_body(body)
+            self._check_model(body["model"])
+            options = _output_options(body, self.config)
+            plan = self._cache_plan(body)
+            charge = Charge(input_tokens=plan.counted_input_tokens, output_tokens=body["max_tokens"])
+            self._admit(charge, headers)
         except _Rejection as rejection:
             if rejection.status == 429:
                 record.throttled = True
                 self._throttled += 1
+            headers.update(self._limits.headers())
             return self._finish(record, self._error(rejection.status, rejection.error_type, rejection.message, headers))
 
         fault = self._choose_fault(raw, fault_draw)
         record.fault = fault
         self._faults[fault.value] += 1
-        if fault is Fault.SLOW:
-            await asyncio.sleep(self.config.slow_seconds)
-        else:
-            delay = self._latency(jitter_draw)
-            if delay > 0:
-                await asyncio.sleep(delay)
+        try:
+            if fault is Fault.SLOW:
+                await asyncio.sleep(self.config.slow_seconds)
+            else:
+                delay = self._latency(jitter_draw)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            # The client went away: the request counts for nothing.
+            self._limits.settle(charge, input_used=0, output_used=0)
+            raise
 
+        if fault in _OK_FAULTS:
+            reply = self._reply(body, fault, message_id, headers, plan, options)
+            return self._finish(record, reply)
+        # A failed request uses none of its charge.
+        self._limits.settle(charge, input_used=0, output_used=0)
+        headers.update(self._limits.headers())
         if fault is Fault.CONNECTION_RESET:
             if request.transport is not None:
                 request.transport.close()
             # aiohttp's write to the closed transport fails quietly, so the client sees no response at all.
             return web.Response(status=500)
-        if fault in _OK_FAULTS:
-            return self._finish(record, self._reply(body, fault, message_id, headers))
         if fault is Fault.BAD_GATEWAY_HTML:
             response = web.Response(status=502, text=_BAD_GATEWAY_HTML, content_type="text/html", headers=headers)
             return self._finish(record, response)
@@ -521,6 +678,94 @@ class FakeMessagesApi:
         if fault is Fault.RATE_LIMITED:
             headers["retry-after"] = str(self.config.retry_after_seconds)
         return self._finish(record, self._error(status, error_type, message, headers))
+
+    def _check_model(self, model: str) -> None:
+        """A model the API does not know is a 404, as the real API answers it."""
+        known = self.config.known_models
+        if known is not None and model not in known:
+            raise _Rejection(404, "not_found_error", f"model: {model}")
+
+    def _cache_plan(self, body: Mapping[str, Any]) -> CachePlan:
+        """How the request's input divides into cache reads, writes and uncached input (nothing stored yet)."""
+        try:
+            blocks = prompt_blocks(body)
+            check_breakpoints(blocks)
+        except CacheRequestError as error:
+            raise _Rejection(400, "invalid_request_error", str(error)) from None
+        return self._cache.plan(
+            body["model"], blocks, minimum=self.config.min_cacheable_tokens, ttl_scale=self.config.cache_ttl_scale
+        )
+
+    def _admit(self, charge: Charge, headers: dict[str, str]) -> None:
+        """Charges the request to the rate limits, or refuses it with a 429 and retry-after."""
+        config = self.config
+        self._limits.configure(
+            requests_per_minute=config.requests_per_minute,
+            request_burst=config.bucket_capacity,
+            input_tokens_per_minute=config.input_tokens_per_minute,
+            output_tokens_per_minute=config.output_tokens_per_minute,
+            token_burst_seconds=config.token_burst_seconds,
+        )
+        try:
+            self._limits.admit(charge)
+        except RateRefused as refused:
+            headers["retry-after"] = str(refused.retry_after)
+            raise _Rejection(429, "rate_limit_error", str(refused)) from None
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """``POST /v1/messages/count_tokens``: the input tokens of a request, counted as /v1/messages counts them."""
+        headers = {"request-id": self._make_id("req_011C")}
+        try:
+            self._check_headers({k.lower(): v for k, v in request.headers.items()})
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                raise _Rejection(
+                    400, "invalid_request_error", "There was an error parsing the body of your request"
+                ) from None
+            _validate_body({"max_tokens": 1, **body} if isinstance(body, dict) else body)
+            self._check_model(body["model"])
+            blocks = prompt_blocks(body)
+        except _Rejection as rejection:
+            return self._error(rejection.status, rejection.error_type, rejection.message, headers)
+        self.token_counts.append(body)
+        return web.json_response({"input_tokens": sum(token_count(b.text) for b in blocks)}, headers=headers)
+
+    async def _model_info(self, request: web.Request) -> web.Response:
+        """``GET /v1/models/{model}``: the model and what it supports (structured outputs, effort, thinking)."""
+        model = request.match_info["model"]
+        headers = {"request-id": self._make_id("req_011C")}
+        try:
+            self._check_headers({k.lower(): v for k, v in request.headers.items()})
+            self._check_model(model)
+        except _Rejection as rejection:
+            return self._error(rejection.status, rejection.error_type, rejection.message, headers)
+        yes, no = {"supported": True}, {"supported": False}
+        info = {
+            "type": "model",
+            "id": model,
+            "display_name": model,
+            "created_at": "2026-01-01T00:00:00Z",
+            "lifecycle": "active",
+            "max_input_tokens": 200_000,
+            "max_tokens": 64_000,
+            "capabilities": {
+                "batch": yes,
+                "citations": yes,
+                "code_execution": no,
+                "context_management": {"supported": False},
+                "effort": {"supported": True, **dict.fromkeys(EFFORTS, yes)},
+                "image_input": yes,
+                "pdf_input": yes,
+                "server_tools": {"supported": False, "code_execution": no, "web_search": no},
+                "structured_outputs": yes if self.config.structured_outputs else no,
+                "thinking": {
+                    "supported": True,
+                    "types": {"adaptive": yes, "between_tools": no, "disabled": yes, "enabled": yes},
+                },
+            },
+        }
+        return web.json_response(info, headers=headers)
 
     def _remember(self, record: RecordedRequest) -> None:
         """Records a request, dropping the oldest half of the records when over the limit."""
@@ -562,36 +807,6 @@ class FakeMessagesApi:
         if not headers.get("anthropic-version"):
             raise _Rejection(400, "invalid_request_error", "anthropic-version: header is required")
 
-    def _take_token(self, headers: dict[str, str]) -> None:
-        """Spends one request from the bucket and sets the rate-limit headers; raises 429 when it is empty."""
-        rpm = self.config.requests_per_minute
-        if rpm <= 0:
-            self._bucket_tokens = None
-            return
-        capacity = self.config.bucket_capacity
-        rate = rpm / 60.0
-        now = time.monotonic()
-        if self._bucket_tokens is None or self._bucket_key != (rpm, capacity):
-            self._bucket_tokens = capacity
-            self._bucket_key = (rpm, capacity)
-        else:
-            self._bucket_tokens = min(capacity, self._bucket_tokens + (now - self._bucket_at) * rate)
-        self._bucket_at = now
-        allowed = self._bucket_tokens >= 1
-        if allowed:
-            self._bucket_tokens -= 1
-        headers["anthropic-ratelimit-requests-limit"] = str(int(rpm))
-        headers["anthropic-ratelimit-requests-remaining"] = str(int(self._bucket_tokens))
-        headers["anthropic-ratelimit-requests-reset"] = _rfc3339(time.time() + (capacity - self._bucket_tokens) / rate)
-        if not allowed:
-            headers["retry-after"] = str(max(1, math.ceil((1 - self._bucket_tokens) / rate)))
-            raise _Rejection(
-                429,
-                "rate_limit_error",
-                f"This request would exceed the rate limit for your organization of {int(rpm)} requests per minute. "
-                "Please try again later.",
-            )
-
     def _choose_fault(self, raw: bytes, draw: float) -> Fault:
         """The first matching scripted fault, else one drawn from the mix, else ok."""
         for index, injection in enumerate(self._injections):
@@ -617,47 +832,62 @@ class FakeMessagesApi:
         mean = self.config.latency_seconds
         return max(0.0, mean * (1 + self.config.latency_jitter * (2 * draw - 1)))
 
-    def _usage(self, body: Mapping[str, Any], output_chars: int) -> dict[str, int]:
-        """Token usage estimated from character counts, with prompt-cache accounting for system blocks."""
-        input_chars = sum(len(_text_of(message.get("content"))) for message in body["messages"])
-        cache_creation = cache_read = 0
-        system = body.get("system")
-        if isinstance(system, str):
-            input_chars += len(system)
-        elif isinstance(system, list):
-            for block in system:
-                text: str = block["text"]
-                if block.get("cache_control") is None:
-                    input_chars += len(text)
-                elif text in self._cache_seen:
-                    cache_read += _token_estimate(len(text))
-                else:
-                    self._cache_seen.add(text)
-                    cache_creation += _token_estimate(len(text))
-        return {
-            "input_tokens": _token_estimate(input_chars),
-            "output_tokens": _token_estimate(output_chars),
-            "cache_creation_input_tokens": cache_creation,
-            "cache_read_input_tokens": cache_read,
-        }
-
-    def _reply(self, body: Mapping[str, Any], fault: Fault, message_id: str, headers: dict[str, str]) -> web.Response:
-        """A 200 Messages API response for an ok-like fault."""
-        text = _reply_text(fault, _excerpt(body["messages"]))
-        usage = self._usage(body, len(text))
+    def _reply(
+        self,
+        body: Mapping[str, Any],
+        fault: Fault,
+        message_id: str,
+        headers: dict[str, str],
+        plan: CachePlan,
+        options: _OutputOptions,
+    ) -> web.Response:
+        """A 200 Messages API response for an ok-like fault: the cache written, the output charge settled."""
+        excerpt = _excerpt(body["messages"])
+        if options.schema is not None and fault in _FORMAT_PREVENTS:
+            fault = Fault.OK
+        text = _reply_text(fault, excerpt, self.config.output_tokens)
+        if options.schema is not None and fault is not Fault.TRUNCATED:
+            text = _structured_text(options.schema, text, excerpt)
+        max_tokens: int = body["max_tokens"]
+        thinking = min(self.config.thinking_tokens.get(options.effort, 0) if options.thinking else 0, max_tokens)
+        output_tokens = thinking + token_count(text)
         stop_reason = "end_turn"
-        if fault is Fault.TRUNCATED:
+        if fault is Fault.TRUNCATED or output_tokens > max_tokens:
+            # Thinking counts against max_tokens: what is left of it cuts the text.
             stop_reason = "max_tokens"
-            usage["output_tokens"] = body["max_tokens"]
+            text = text[: len(text) // 2] if fault is Fault.TRUNCATED else text[: (max_tokens - thinking) * 4]
+            output_tokens = max_tokens
+        content: list[dict[str, Any]] = []
+        if thinking:
+            content.append({"type": "thinking", "thinking": "(thinking summarised)", "signature": "sig_fake"})
+        content.append({"type": "text", "text": text})
+        self._cache.commit(plan)
+        self._limits.settle(
+            Charge(plan.counted_input_tokens, max_tokens),
+            input_used=plan.counted_input_tokens,
+            output_used=output_tokens,
+        )
+        headers.update(self._limits.headers())
         payload = {
             "id": message_id,
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "text", "text": text}],
+            "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": usage,
+            "usage": {
+                "input_tokens": plan.input_tokens,
+                "output_tokens": output_tokens,
+                "cache_creation_input_tokens": plan.write_5m_tokens + plan.write_1h_tokens,
+                "cache_read_input_tokens": plan.read_tokens,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": plan.write_5m_tokens,
+                    "ephemeral_1h_input_tokens": plan.write_1h_tokens,
+                },
+                "output_tokens_details": {"thinking_tokens": thinking},
+                "service_tier": "standard",
+            },
         }
         return web.Response(body=json.dumps(payload).encode(), content_type="application/json", headers=headers)
 
@@ -752,7 +982,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--retry-after", type=int, default=1, help="retry-after seconds of rate_limited faults")
     parser.add_argument("--ready-file", type=Path, default=None, help="file to write the base URL to once listening")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--config",
+        default="{}",
+        help="JSON object of further FakeApiConfig fields, e.g. '{\"output_tokens_per_minute\": 60000}'",
+    )
     args = parser.parse_args(argv)
+    try:
+        extra = json.loads(args.config)
+    except ValueError:
+        parser.error(f"--config is not JSON: {args.config!r}")
+    unknown = sorted(set(extra) - _CONFIG_FIELDS) if isinstance(extra, dict) else ["(not an object)"]
+    if unknown:
+        parser.error(f"--config: unknown fields {', '.join(unknown)}")
+    args.config = extra
     try:
         mix = json.loads(args.fault_mix)
     except ValueError:
@@ -781,6 +1024,7 @@ async def _serve(args: argparse.Namespace) -> None:
         fault_mix=args.fault_mix,
         slow_seconds=args.slow_seconds,
         retry_after_seconds=args.retry_after,
+        **args.config,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
