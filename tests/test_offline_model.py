@@ -11,14 +11,17 @@ from convgen.catalog.models import ConversationSubject, Tier
 from generation_service.conversation_format import SYSTEM_PROMPT
 from generation_service.model.errors import ModelOutputInvalid
 from generation_service.model.offline import OfflineModelClient
-from generation_service.model.port import ModelClient, ModelRequest, ModelResponse
+from generation_service.model.port import ModelClient, ModelRequest, ModelResponse, PromptParts
 from generation_service.parsing import parse_conversation
 from tests import catalog_fixtures
 
 
 def _request(subject: ConversationSubject, request_id: str = "req-1", max_tokens: int = 8192) -> ModelRequest:
     return ModelRequest(
-        system=SYSTEM_PROMPT, prompt="rendered prompt", subject=subject, max_tokens=max_tokens, request_id=request_id
+        prompt=PromptParts(contract=SYSTEM_PROMPT, shared="rendered template", topic="the topic"),
+        subject=subject,
+        max_tokens=max_tokens,
+        request_id=request_id,
     )
 
 
@@ -148,7 +151,7 @@ async def test_raw_body_is_a_messages_api_response() -> None:
     assert body["stop_reason"] == "end_turn" == response.stop_reason
     assert body["stop_sequence"] is None
     assert body["usage"] == {
-        "input_tokens": (len(request.system) + len(request.prompt)) // 4,
+        "input_tokens": request.prompt.characters // 4,
         "output_tokens": len(response.text) // 4,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,

@@ -9,6 +9,7 @@ import pytest
 
 from convgen.catalog.models import ConversationSubject, PromptTemplate, Tier
 from convgen.catalog.templates import (
+    PER_ITEM_PLACEHOLDERS,
     PLACEHOLDERS,
     TEMPLATE_NAMESPACE,
     InvalidTemplate,
@@ -18,6 +19,7 @@ from convgen.catalog.templates import (
     parse_template_file,
     render,
     template_uuid,
+    validate_template,
     validate_template_text,
 )
 from convgen.errors import InvalidArgument
@@ -28,18 +30,21 @@ template_name: sample_template
 tier: template
 arc_key: confusion_to_clarity
 ---
-Talk with {{persona_name}} about {{ topic_name }}.
+Talk with {{persona_name}}.
+--- topic ---
+The topic is {{ topic_name }}.
 """
 
 
-def _template(text: str, name: str = "t") -> PromptTemplate:
+def _template(text: str, topic: str = "The topic is {{topic_name}}.", name: str = "t") -> PromptTemplate:
     return PromptTemplate(
         id=uuid.uuid4(),
         template_name=name,
         tier=Tier.TEMPLATE,
         arc_key="confusion_to_clarity",
         template_text=text,
-        placeholders=extract_placeholders(text),
+        topic_text=topic,
+        placeholders=extract_placeholders(text + topic),
     )
 
 
@@ -91,11 +96,12 @@ def test_empty_text_fails() -> None:
         validate_template_text("t", "  \n ")
 
 
-def test_render_fills_every_placeholder() -> None:
+def test_render_fills_every_placeholder_in_both_parts() -> None:
     subject = catalog_fixtures.subject(2, "couple_conflict_to_alignment", 8)
-    text = " | ".join("{{" + name + "}}" for name in PLACEHOLDERS)
-    rendered = render(_template(text), subject)
-    assert rendered == " | ".join(
+    shared = " | ".join("{{" + name + "}}" for name in PLACEHOLDERS if name not in PER_ITEM_PLACEHOLDERS)
+    topic = "{{topic_name}} | {{topic_category}} | {{tier}} | {{persona_name}}"
+    rendered = render(_template(shared, topic), subject)
+    assert rendered.shared == " | ".join(
         [
             "David Chen",
             "The Pragmatic Optimist",
@@ -107,11 +113,27 @@ def test_render_fills_every_placeholder() -> None:
             "Couple Conflict → Alignment",
             "conflict",
             "alignment",
-            "Essential Estate Planning",
-            "estate",
-            "template",
         ]
     )
+    assert rendered.topic == "Essential Estate Planning | estate | template | David Chen"
+
+
+@pytest.mark.parametrize("placeholder", sorted(PER_ITEM_PLACEHOLDERS))
+def test_the_shared_part_may_not_use_a_per_item_placeholder(placeholder: str) -> None:
+    with pytest.raises(InvalidTemplate) as caught:
+        validate_template("my_template", "Talk with {{persona_name}} about {{" + placeholder + "}}.", "Topic.")
+    message = caught.value.message
+    assert "'my_template'" in message
+    assert "{{" + placeholder + "}}" in message
+    assert "--- topic ---" in message
+    with pytest.raises(InvalidTemplate, match="'my_template'"):
+        render(_template("About {{" + placeholder + "}}.", "Topic.", name="my_template"), catalog_fixtures.subject())
+
+
+def test_a_template_stored_before_the_topic_part_existed_is_refused_with_the_fix() -> None:
+    """A row whose topic still sits in template_text (topic_text empty) names the problem, not an empty topic."""
+    with pytest.raises(InvalidTemplate, match=r"shared part uses \{\{topic_name\}\}"):
+        render(_template("Talk about {{topic_name}} with {{persona_name}}.", ""), catalog_fixtures.subject())
 
 
 def test_render_rejects_unknown_placeholder_instead_of_sending_it() -> None:
@@ -150,26 +172,31 @@ def test_builtin_templates_have_unique_names_and_stable_ids() -> None:
     for definition in definitions:
         record = definition.to_prompt_template()
         assert record.id == template_uuid(definition.template_name)
-        assert record.placeholders == extract_placeholders(definition.template_text)
+        assert record.placeholders == extract_placeholders(definition.template_text + definition.topic_text)
         assert record.active
 
 
 @pytest.mark.parametrize("definition", load_builtin_templates(), ids=lambda d: d.template_name)
 def test_builtin_template_renders_for_every_persona_and_several_topics(definition: TemplateDefinition) -> None:
-    validate_template_text(definition.template_name, definition.template_text)
+    validate_template(definition.template_name, definition.template_text, definition.topic_text)
     arc = catalog_fixtures.arc(definition.arc_key)
     record = definition.to_prompt_template()
     for persona in catalog_fixtures.personas():
+        shared_parts = set()
         for topic in catalog_fixtures.topics()[::4]:
             rendered = render(record, ConversationSubject(persona, arc, topic, definition.tier))
-            assert "{{" not in rendered
-            assert "}}" not in rendered
-            assert persona.name in rendered
-            assert persona.communication_style in rendered
-            assert topic.name in rendered
-            assert arc.starting_emotion in rendered
-            assert arc.ending_emotion in rendered
-            assert "8 and 16 turns" in rendered
+            whole = rendered.shared + rendered.topic
+            assert "{{" not in whole
+            assert "}}" not in whole
+            assert persona.name in rendered.shared
+            assert persona.communication_style in rendered.shared
+            assert arc.starting_emotion in rendered.shared
+            assert arc.ending_emotion in rendered.shared
+            assert "8 and 16 turns" in rendered.shared
+            assert topic.name in rendered.topic
+            assert topic.name not in rendered.shared
+            shared_parts.add(rendered.shared)
+        assert len(shared_parts) == 1, "every topic of a persona × arc shares the shared part (it can be cached)"
 
 
 def test_edge_templates_ask_for_boundaries_referral_or_triage() -> None:
@@ -195,7 +222,8 @@ def test_parse_template_file_reads_header_and_body() -> None:
         template_name="sample_template",
         tier=Tier.TEMPLATE,
         arc_key="confusion_to_clarity",
-        template_text="Talk with {{persona_name}} about {{ topic_name }}.",
+        template_text="Talk with {{persona_name}}.",
+        topic_text="The topic is {{ topic_name }}.",
     )
     assert definition.placeholders == ("persona_name", "topic_name")
     assert parse_template_file("crlf.md", GOOD_FILE.replace("\n", "\r\n")) == definition
@@ -210,7 +238,10 @@ def test_parse_template_file_reads_header_and_body() -> None:
         (GOOD_FILE.replace("arc_key: confusion_to_clarity\n", ""), "header is missing arc_key"),
         (GOOD_FILE.replace("tier: template", "tier: template\ntier: scenario"), "'tier' appears twice"),
         (GOOD_FILE.replace("{{persona_name}}", "{{persona_nmae}}"), r"unknown placeholder \{\{persona_nmae\}\}"),
-        (GOOD_FILE.split("---", maxsplit=1)[0] + "---\n\n", "template text is empty"),
+        (GOOD_FILE.split("---", maxsplit=1)[0] + "---\n\n--- topic ---\nX\n", "template text is empty"),
+        (GOOD_FILE.replace("--- topic ---\n", ""), "no '--- topic ---' line"),
+        (GOOD_FILE.replace("The topic is {{ topic_name }}.", ""), "topic text is empty"),
+        (GOOD_FILE.replace("Talk with {{persona_name}}.", "Talk about {{tier}}."), r"shared part uses \{\{tier\}\}"),
     ],
 )
 def test_parse_template_file_rejects_bad_files(text: str, message: str) -> None:

@@ -52,7 +52,8 @@ async def test_a_template_with_an_unfilled_placeholder_is_refused_at_load(db: Da
         template_name="bad_template",
         tier=Tier.TEMPLATE,
         arc_key="confusion_to_clarity",
-        template_text="Talk about {{topic_name}} with {{client_nickname}}.",
+        template_text="Talk with {{client_nickname}}.",
+        topic_text="The topic is {{topic_name}}.",
     )
     with pytest.raises(InvalidTemplate) as caught:
         async with db.connection() as conn:

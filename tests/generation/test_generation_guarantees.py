@@ -153,10 +153,11 @@ async def test_an_explicit_template_id_is_the_template_used_and_sent(
     assert stored.parameters.template_id == chosen.id
     assert stored.template_name == chosen.template_name
     (sent,) = fake_api.requests
-    prompt = sent.body["messages"][0]["content"]
-    pattern = ".+?".join(re.escape(part) for part in PLACEHOLDER.split(chosen.template_text))
-    assert re.fullmatch(pattern, prompt, re.DOTALL), "the prompt is the chosen template with its placeholders filled"
-    assert "David Chen" in prompt
+    shared, topic = (block["text"] for block in sent.body["messages"][0]["content"])
+    for text, part in ((shared, chosen.template_text), (topic, chosen.topic_text)):
+        pattern = ".+?".join(re.escape(piece) for piece in PLACEHOLDER.split(part))
+        assert re.fullmatch(pattern, text, re.DOTALL), "the prompt is the chosen template with its placeholders filled"
+    assert "David Chen" in shared
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ async def test_replies_and_transient_faults_end_in_a_stored_conversation(
     assert stored.usage.output_tokens > 0
     assert stored.cost_usd > 0
     system = fake_api.requests[-1].body["system"]
-    assert system[0]["cache_control"] == {"type": "ephemeral"}, "the reusable system part is marked for caching"
+    assert system[0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}, "the output contract is cached"
 
 
 async def test_retry_after_is_honoured(services: Services, fake_api: FakeMessagesApi) -> None:
@@ -99,6 +99,8 @@ async def test_persistent_overload_ends_in_resource_exhausted_naming_529(
 async def test_unusable_output_fails_clearly_keeps_the_raw_response_and_records_the_failure(
     services: Services, fake_api: FakeMessagesApi, database_url: str, tmp_path: Path, fault: Fault, message: str
 ) -> None:
+    """Without structured output (a model or stand-in that lacks it) the reply is parsed from text, and can fail."""
+    fake_api.update_config({"structured_outputs": False})
     fake_api.inject(fault)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await services.generation_stub.GenerateConversation(seed_request(f"unusable-{fault.value}"))
@@ -112,6 +114,25 @@ async def test_unusable_output_fails_clearly_keeps_the_raw_response_and_records_
     raw_path = tmp_path / "blobs" / failures[0]["raw_bucket"] / failures[0]["raw_key"]
     assert json.loads(raw_path.read_bytes())["type"] == "message"
     assert await fetch(database_url, "SELECT id FROM conversations") == []
+
+
+@pytest.mark.parametrize("fault", [Fault.UNPARSEABLE, Fault.SCHEMA_INVALID, Fault.OK_FENCED])
+async def test_with_structured_output_unusable_text_cannot_happen(
+    services: Services, fake_api: FakeMessagesApi, fault: Fault
+) -> None:
+    """The conversation's JSON schema goes as output_config.format, so the reply is the schema's JSON: no failed item."""
+    fake_api.inject(fault)
+
+    stored = await services.generation_stub.GenerateConversation(seed_request(f"structured-{fault.value}"))
+
+    assert stored.turn_count == 6
+    (sent,) = fake_api.requests
+    output_config = sent.body["output_config"]
+    assert output_config["effort"] == "medium"
+    assert output_config["format"]["type"] == "json_schema"
+    schema = output_config["format"]["schema"]
+    assert schema["required"] == ["conversation_metadata", "turns"]
+    assert schema["additionalProperties"] is False
 
 
 @pytest.fixture

@@ -109,6 +109,8 @@ class FakeApiConfig:
     """Whether models support output_config.format (GET /v1/models says so; the request is refused otherwise)."""
     known_models: list[str] | None = None
     """Models the API knows; others get 404 not_found_error. None: every model."""
+    service_tier: str = "standard"
+    """usage.service_tier of the replies: standard, or batch (as the Message Batches API reports it)."""
 
     def validate(self) -> None:
         """Raises ValueError when a field is out of range or the fault mix is not a distribution."""
@@ -886,7 +888,7 @@ class FakeMessagesApi:
                     "ephemeral_1h_input_tokens": plan.write_1h_tokens,
                 },
                 "output_tokens_details": {"thinking_tokens": thinking},
-                "service_tier": "standard",
+                "service_tier": self.config.service_tier,
             },
         }
         return web.Response(body=json.dumps(payload).encode(), content_type="application/json", headers=headers)
