@@ -18,6 +18,7 @@ from convgen.paging import decode_token, encode_token, fit_page, position_text, 
 from convgen.rpc.convert import tier_from_proto
 from convgen.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, generation_pb2, generation_pb2_grpc
 from convgen.validation import (
+    MAX_REPORTED,
     NIL_UUID,
     FieldChecks,
     check_request_id,
@@ -26,6 +27,7 @@ from convgen.validation import (
     require_uuid,
 )
 from generation_service import converters
+from generation_service.estimates import ConversationEstimator, ConversationRef
 from generation_service.generator import ConversationGenerator, GenerationInput
 from generation_service.store import conversations
 from generation_service.store.conversations import ConversationFilter, ConversationRow
@@ -62,11 +64,12 @@ def _deadline(context: Context) -> float | None:
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
-    """GenerateConversation, GetConversation, ListConversations."""
+    """GenerateConversation, GetConversation, ListConversations, EstimateConversations."""
 
     def __init__(
         self,
         generator: ConversationGenerator,
+        estimator: ConversationEstimator,
         db: Database,
         blobs: BlobStore,
         *,
@@ -74,6 +77,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         max_message_bytes: int,
     ) -> None:
         self._generator = generator
+        self._estimator = estimator
         self._db = db
         self._blobs = blobs
         self._max_page_size = max_page_size
@@ -160,6 +164,27 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             last = rows[kept - 1]
             token = encode_token({"t": last.created_at.isoformat(), "id": str(last.id)}, filter_key)
         return generation_pb2.ListConversationsResponse(conversations=items, next_page_token=token)
+
+    async def EstimateConversations(
+        self, request: generation_pb2.EstimateConversationsRequest, context: Context
+    ) -> generation_pb2.EstimateConversationsResponse:
+        checks = FieldChecks()
+        if not request.parameters:
+            checks.add("parameters", "is empty: list at least one parameter set")
+        if request.concurrency < 0:
+            checks.add("concurrency", f"must not be negative (got {request.concurrency})")
+        refs: list[ConversationRef] = []
+        for index, params in enumerate(request.parameters):
+            persona, arc, topic, tier, template = parse_generation_parameters(checks, params, f"parameters[{index}]")
+            if len(checks.violations) > MAX_REPORTED:
+                break
+            if persona and arc and topic and tier:
+                refs.append(ConversationRef(persona, arc, topic, tier, template))
+        checks.raise_if_any()
+        estimate = await self._estimator.estimate(refs, concurrency=max(1, request.concurrency))
+        return generation_pb2.EstimateConversationsResponse(
+            estimate=converters.cost_estimate(estimate), reservation_usd=[float(r) for r in estimate.reservations]
+        )
 
     async def _content(self, row: ConversationRow) -> dict[str, Any]:
         data = await self._blobs.get(row.final_bucket, row.final_key)

@@ -15,6 +15,7 @@ from convgen.rpc.server import ServiceHost, freeze_startup_objects, wait_for_ter
 from convgen.settings import Settings
 from convgen.v1 import catalog_pb2, catalog_pb2_grpc, generation_pb2, generation_pb2_grpc
 from generation_service.api import CatalogServicer, GenerationServicer
+from generation_service.estimates import ConversationEstimator, EstimatorConfig
 from generation_service.generator import ConversationGenerator, GeneratorConfig
 from generation_service.model.factory import build_model_client
 from generation_service.model.port import ModelClient
@@ -61,15 +62,23 @@ class GenerationApp:
         claims = RequestClaims(
             database, instance_name=settings.instance_name, lease_seconds=settings.generation_claim_lease_seconds
         )
+        prices = load_price_table(settings.model_price_table_file)
         generator = ConversationGenerator(
             database,
             store,
             model_client,
             claims,
             GeneratorConfig(
-                conversation_bucket=settings.conversation_bucket,
-                max_tokens=settings.model_max_tokens,
-                prices=load_price_table(settings.model_price_table_file),
+                conversation_bucket=settings.conversation_bucket, max_tokens=settings.model_max_tokens, prices=prices
+            ),
+        )
+        estimator = ConversationEstimator(
+            database,
+            model_client,
+            EstimatorConfig(
+                prices=prices,
+                cache_ttl=settings.model_cache_ttl,
+                default_output_tokens=settings.estimate_default_output_tokens,
             ),
         )
         host = ServiceHost(
@@ -82,6 +91,7 @@ class GenerationApp:
             generation_pb2_grpc.add_GenerationServiceServicer_to_server,
             GenerationServicer(
                 generator,
+                estimator,
                 database,
                 store,
                 max_page_size=settings.max_page_size,

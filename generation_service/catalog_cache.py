@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Callable
 
 from convgen.catalog import repository
-from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
+from convgen.catalog.models import ConversationSubject, EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
 from convgen.catalog.repository import CatalogSnapshot
 from convgen.db.database import Database
+from convgen.errors import FailedPrecondition, NotFound
+from convgen.validation import NIL_UUID
 
 
 class CatalogCache:
@@ -51,3 +53,44 @@ def select_template(snapshot: CatalogSnapshot, arc_key: str, tier: Tier) -> Prom
         key=lambda t: (t.tier != tier, t.template_name),
     )
     return candidates[0] if candidates else None
+
+
+def resolve(
+    snapshot: CatalogSnapshot,
+    *,
+    persona_id: uuid.UUID,
+    arc_id: uuid.UUID,
+    topic_id: uuid.UUID,
+    tier: Tier,
+    template_id: uuid.UUID | None,
+) -> tuple[ConversationSubject, PromptTemplate]:
+    """Finds persona, arc, topic and the template (explicit, or auto-selected by arc and tier)."""
+    persona, arc, topic = lookup(snapshot, persona_id, arc_id, topic_id)
+    missing = [
+        f"{kind} {value} does not exist"
+        for kind, value, found in (
+            ("persona", persona_id, persona),
+            ("emotional_arc", arc_id, arc),
+            ("training_topic", topic_id, topic),
+        )
+        if found is None
+    ]
+    if missing:
+        raise NotFound("; ".join(missing), reason="CATALOG_ENTRY_NOT_FOUND")
+    assert persona is not None
+    assert arc is not None
+    assert topic is not None
+    if template_id is not None and template_id != NIL_UUID:
+        template = snapshot.templates.get(template_id)
+        if template is None:
+            raise NotFound(f"template {template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
+    else:
+        template = select_template(snapshot, arc.arc_key, tier)
+        if template is None:
+            raise FailedPrecondition(
+                f"no active prompt template for arc {arc.arc_key} (tier {tier.value}); "
+                "load one with `convgen catalog load`",
+                reason="NO_TEMPLATE_FOR_ARC",
+                metadata={"arc_key": arc.arc_key, "tier": tier.value},
+            )
+    return ConversationSubject(persona=persona, arc=arc, topic=topic, tier=tier), template

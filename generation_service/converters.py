@@ -9,6 +9,7 @@ from convgen.blobs import BlobStore
 from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, TrainingTopic
 from convgen.rpc.convert import TIER_TO_PROTO, blob_location, cost_breakdown, timestamp, token_usage
 from convgen.v1 import catalog_pb2, common_pb2, generation_pb2
+from generation_service.estimates import ConversationsEstimate
 from generation_service.store.conversations import ConversationRow
 
 _STATUS_TO_PROTO = {
@@ -136,3 +137,27 @@ def prompt_template(t: PromptTemplate) -> catalog_pb2.PromptTemplate:
 def uuid_or_empty(value: uuid.UUID | None) -> str:
     """A UUID string, or empty."""
     return str(value) if value is not None else ""
+
+
+def cost_estimate(estimate: ConversationsEstimate) -> common_pb2.CostEstimate:
+    """A CostEstimate message."""
+    message = common_pb2.CostEstimate(
+        items=estimate.items,
+        model=estimate.model,
+        price_version=estimate.cost.price_version,
+        usage=token_usage(estimate.usage),
+        cost_usd=float(estimate.cost.usd or 0),
+        batch_cost_usd=float(estimate.batch_cost.usd or 0),
+        cost_unknown=not estimate.cost.known,
+        output_basis=[
+            common_pb2.TemplateOutputEstimate(
+                template_name=b.template_name,
+                output_tokens_per_conversation=b.output_tokens,
+                observed_conversations=b.observed,
+            )
+            for b in estimate.output_basis
+        ],
+    )
+    if estimate.cost.by_kind is not None:
+        message.cost_breakdown.CopyFrom(cost_breakdown(estimate.cost.by_kind))
+    return message

@@ -17,12 +17,11 @@ from convgen.catalog.models import ConversationSubject, PromptTemplate, Tier
 from convgen.catalog.repository import CatalogSnapshot
 from convgen.catalog.templates import render
 from convgen.db.database import Database, DatabaseUnavailable
-from convgen.errors import ConvgenError, FailedPrecondition, NotFound
+from convgen.errors import ConvgenError, NotFound
 from convgen.pricing import Cost, PriceTable
 from convgen.rpc.status import status_code_for
-from convgen.validation import NIL_UUID
 from generation_service.cache_check import CachePrefixCheck
-from generation_service.catalog_cache import CatalogCache, lookup, select_template
+from generation_service.catalog_cache import CatalogCache, resolve
 from generation_service.conversation_format import SYSTEM_PROMPT
 from generation_service.model.errors import ModelOutputInvalid
 from generation_service.model.port import ModelClient, ModelRequest, ModelResponse, PromptParts
@@ -135,7 +134,14 @@ class ConversationGenerator:
         return row
 
     async def _generate_claimed(self, request: GenerationInput, catalog: CatalogSnapshot) -> ConversationRow:
-        subject, template = self._resolve(request, catalog)
+        subject, template = resolve(
+            catalog,
+            persona_id=request.persona_id,
+            arc_id=request.emotional_arc_id,
+            topic_id=request.training_topic_id,
+            tier=request.tier,
+            template_id=request.template_id,
+        )
         rendered = render(template, subject)
         business_key = uuid.uuid4()
         attempt = _Attempt(request, subject, template, business_key, self._model.name)
@@ -166,39 +172,6 @@ class ConversationGenerator:
             raise explained from error
         final_ref = await self._store_final(attempt, parsed, response)
         return await self._insert(attempt, parsed, response, raw_ref, final_ref)
-
-    @staticmethod
-    def _resolve(request: GenerationInput, catalog: CatalogSnapshot) -> tuple[ConversationSubject, PromptTemplate]:
-        """Finds persona, arc, topic and the template (explicit, or auto-selected by arc and tier)."""
-        persona, arc, topic = lookup(catalog, request.persona_id, request.emotional_arc_id, request.training_topic_id)
-        missing = [
-            f"{kind} {value} does not exist"
-            for kind, value, found in (
-                ("persona", request.persona_id, persona),
-                ("emotional_arc", request.emotional_arc_id, arc),
-                ("training_topic", request.training_topic_id, topic),
-            )
-            if found is None
-        ]
-        if missing:
-            raise NotFound("; ".join(missing), reason="CATALOG_ENTRY_NOT_FOUND")
-        assert persona is not None
-        assert arc is not None
-        assert topic is not None
-        if request.template_id is not None and request.template_id != NIL_UUID:
-            template = catalog.templates.get(request.template_id)
-            if template is None:
-                raise NotFound(f"template {request.template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
-        else:
-            template = select_template(catalog, arc.arc_key, request.tier)
-            if template is None:
-                raise FailedPrecondition(
-                    f"no active prompt template for arc {arc.arc_key} (tier {request.tier.value}); "
-                    "load one with `convgen catalog load`",
-                    reason="NO_TEMPLATE_FOR_ARC",
-                    metadata={"arc_key": arc.arc_key, "tier": request.tier.value},
-                )
-        return ConversationSubject(persona=persona, arc=arc, topic=topic, tier=request.tier), template
 
     async def _store_raw(self, attempt: _Attempt, response: ModelResponse) -> BlobRef:
         key = raw_blob_key(attempt.request.created_by, attempt.business_key)

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onvgen/v1/common.proto\x12\nconvgen.v1\"\x94\x01\n\x14GenerationParameters\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x18\n\x10\x65motional_arc_id\x18\x02 \x01(\t\x12\x19\n\x11training_topic_id\x18\x03 \x01(\t\x12\x1e\n\x04tier\x18\x04 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x13\n\x0btemplate_id\x18\x05 \x01(\t\"\xcf\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x03 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x04 \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_5m_input_tokens\x18\x1e \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_1h_input_tokens\x18\x1f \x01(\x03\"\x86\x01\n\rCostBreakdown\x12\x11\n\tinput_usd\x18\x01 \x01(\x01\x12\x12\n\noutput_usd\x18\x02 \x01(\x01\x12\x1a\n\x12\x63\x61\x63he_write_5m_usd\x18\x03 \x01(\x01\x12\x1a\n\x12\x63\x61\x63he_write_1h_usd\x18\x04 \x01(\x01\x12\x16\n\x0e\x63\x61\x63he_read_usd\x18\x05 \x01(\x01\"8\n\x0c\x42lobLocation\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t*V\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x11\n\rTIER_TEMPLATE\x10\x01\x12\x11\n\rTIER_SCENARIO\x10\x02\x12\x12\n\x0eTIER_EDGE_CASE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63onvgen/v1/common.proto\x12\nconvgen.v1\"\x94\x01\n\x14GenerationParameters\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x18\n\x10\x65motional_arc_id\x18\x02 \x01(\t\x12\x19\n\x11training_topic_id\x18\x03 \x01(\t\x12\x1e\n\x04tier\x18\x04 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x13\n\x0btemplate_id\x18\x05 \x01(\t\"\xcf\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x03 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x04 \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_5m_input_tokens\x18\x1e \x01(\x03\x12&\n\x1e\x63\x61\x63he_creation_1h_input_tokens\x18\x1f \x01(\x03\"\x86\x01\n\rCostBreakdown\x12\x11\n\tinput_usd\x18\x01 \x01(\x01\x12\x12\n\noutput_usd\x18\x02 \x01(\x01\x12\x1a\n\x12\x63\x61\x63he_write_5m_usd\x18\x03 \x01(\x01\x12\x1a\n\x12\x63\x61\x63he_write_1h_usd\x18\x04 \x01(\x01\x12\x16\n\x0e\x63\x61\x63he_read_usd\x18\x05 \x01(\x01\"8\n\x0c\x42lobLocation\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\"\x97\x02\n\x0c\x43ostEstimate\x12\r\n\x05items\x18\x01 \x01(\x05\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprice_version\x18\x03 \x01(\t\x12%\n\x05usage\x18\x04 \x01(\x0b\x32\x16.convgen.v1.TokenUsage\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12\x31\n\x0e\x63ost_breakdown\x18\x06 \x01(\x0b\x32\x19.convgen.v1.CostBreakdown\x12\x16\n\x0e\x62\x61tch_cost_usd\x18\x07 \x01(\x01\x12\x14\n\x0c\x63ost_unknown\x18\x08 \x01(\x08\x12\x38\n\x0coutput_basis\x18\t \x03(\x0b\x32\".convgen.v1.TemplateOutputEstimate\"w\n\x16TemplateOutputEstimate\x12\x15\n\rtemplate_name\x18\x01 \x01(\t\x12&\n\x1eoutput_tokens_per_conversation\x18\x02 \x01(\x03\x12\x1e\n\x16observed_conversations\x18\x03 \x01(\x05*V\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x11\n\rTIER_TEMPLATE\x10\x01\x12\x11\n\rTIER_SCENARIO\x10\x02\x12\x12\n\x0eTIER_EDGE_CASE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convgen.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=595
-  _globals['_TIER']._serialized_end=681
+  _globals['_TIER']._serialized_start=998
+  _globals['_TIER']._serialized_end=1084
   _globals['_GENERATIONPARAMETERS']._serialized_start=40
   _globals['_GENERATIONPARAMETERS']._serialized_end=188
   _globals['_TOKENUSAGE']._serialized_start=191
@@ -41,4 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COSTBREAKDOWN']._serialized_end=535
   _globals['_BLOBLOCATION']._serialized_start=537
   _globals['_BLOBLOCATION']._serialized_end=593
+  _globals['_COSTESTIMATE']._serialized_start=596
+  _globals['_COSTESTIMATE']._serialized_end=875
+  _globals['_TEMPLATEOUTPUTESTIMATE']._serialized_start=877
+  _globals['_TEMPLATEOUTPUTESTIMATE']._serialized_end=996
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -194,3 +196,100 @@ class BlobLocation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BlobLocation: _TypeAlias = BlobLocation  # noqa: Y015
+
+@_typing.final
+class CostEstimate(_message.Message):
+    """CostEstimate is what a set of conversations is expected to cost before any is generated: input tokens counted
+    with count_tokens (or the offline model's own count), the prompt-cache reads and writes the job's concurrency
+    leads to, and output tokens observed in earlier conversations of the same templates.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PRICE_VERSION_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    COST_BREAKDOWN_FIELD_NUMBER: _builtins.int
+    BATCH_COST_USD_FIELD_NUMBER: _builtins.int
+    COST_UNKNOWN_FIELD_NUMBER: _builtins.int
+    OUTPUT_BASIS_FIELD_NUMBER: _builtins.int
+    items: _builtins.int
+    """Number of conversations estimated."""
+    model: _builtins.str
+    """Model the estimate is for."""
+    price_version: _builtins.str
+    """Version of the price table used."""
+    cost_usd: _builtins.float
+    """Estimated cost in US dollars through the realtime Messages API; 0 when cost_unknown."""
+    batch_cost_usd: _builtins.float
+    """Estimated cost in US dollars through provider batches (the Message Batches API at its prices, assuming the
+    same cache reads, which batches give on a best-effort basis only); 0 when cost_unknown.
+    """
+    cost_unknown: _builtins.bool
+    """True when the price table does not know the model: tokens are estimated, costs are not."""
+    @_builtins.property
+    def usage(self) -> Global___TokenUsage:
+        """Estimated tokens by kind, when generated one call at a time (the realtime Messages API)."""
+
+    @_builtins.property
+    def cost_breakdown(self) -> Global___CostBreakdown:
+        """cost_usd split by kind of token."""
+
+    @_builtins.property
+    def output_basis(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateOutputEstimate]:
+        """Where the output-token figures come from, per template."""
+
+    def __init__(
+        self,
+        *,
+        items: _builtins.int = ...,
+        model: _builtins.str = ...,
+        price_version: _builtins.str = ...,
+        usage: Global___TokenUsage | None = ...,
+        cost_usd: _builtins.float = ...,
+        cost_breakdown: Global___CostBreakdown | None = ...,
+        batch_cost_usd: _builtins.float = ...,
+        cost_unknown: _builtins.bool = ...,
+        output_basis: _abc.Iterable[Global___TemplateOutputEstimate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_breakdown", b"cost_breakdown", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_cost_usd", b"batch_cost_usd", "cost_breakdown", b"cost_breakdown", "cost_unknown", b"cost_unknown", "cost_usd", b"cost_usd", "items", b"items", "model", b"model", "output_basis", b"output_basis", "price_version", b"price_version", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostEstimate: _TypeAlias = CostEstimate  # noqa: Y015
+
+@_typing.final
+class TemplateOutputEstimate(_message.Message):
+    """TemplateOutputEstimate is the output size assumed for the conversations of one template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_NAME_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_PER_CONVERSATION_FIELD_NUMBER: _builtins.int
+    OBSERVED_CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    template_name: _builtins.str
+    """Name of the prompt template."""
+    output_tokens_per_conversation: _builtins.int
+    """Output tokens assumed per conversation (thinking included)."""
+    observed_conversations: _builtins.int
+    """Stored conversations of this template and model the figure is the average of; 0 means the stated default
+    (ESTIMATE_DEFAULT_OUTPUT_TOKENS) was assumed.
+    """
+    def __init__(
+        self,
+        *,
+        template_name: _builtins.str = ...,
+        output_tokens_per_conversation: _builtins.int = ...,
+        observed_conversations: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["observed_conversations", b"observed_conversations", "output_tokens_per_conversation", b"output_tokens_per_conversation", "template_name", b"template_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateOutputEstimate: _TypeAlias = TemplateOutputEstimate  # noqa: Y015

@@ -26,35 +26,39 @@ from convgen.v1 import common_pb2 as convgen_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onvgen/v1/generation.proto\x12\nconvgen.v1\x1a\x17\x63onvgen/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n\x1bGenerateConversationRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .convgen.v1.GenerationParameters\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ncreated_by\x18\x03 \x01(\t\"q\n\x16GetConversationRequest\x12\x0c\n\x02pk\x18\x01 \x01(\tH\x00\x12\x16\n\x0c\x62usiness_key\x18\x02 \x01(\tH\x00\x12*\n\x04view\x18\x03 \x01(\x0e\x32\x1c.convgen.v1.ConversationViewB\x05\n\x03key\"\xea\x01\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\npersona_id\x18\x03 \x01(\t\x12\x18\n\x10\x65motional_arc_id\x18\x04 \x01(\t\x12\x19\n\x11training_topic_id\x18\x05 \x01(\t\x12\x1e\n\x04tier\x18\x06 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12*\n\x04view\x18\x08 \x01(\x0e\x32\x1c.convgen.v1.ConversationView\"k\n\x19ListConversationsResponse\x12\x35\n\rconversations\x18\x01 \x03(\x0b\x32\x1e.convgen.v1.StoredConversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc1\x05\n\x12StoredConversation\x12\n\n\x02pk\x18\x01 \x01(\t\x12\x14\n\x0c\x62usiness_key\x18\x02 \x01(\t\x12\x34\n\nparameters\x18\x03 \x01(\x0b\x32 .convgen.v1.GenerationParameters\x12\x37\n\x11processing_status\x18\x04 \x01(\x0e\x32\x1c.convgen.v1.ProcessingStatus\x12*\n\x08raw_blob\x18\x05 \x01(\x0b\x32\x18.convgen.v1.BlobLocation\x12,\n\nfinal_blob\x18\x06 \x01(\x0b\x32\x18.convgen.v1.BlobLocation\x12\x12\n\nturn_count\x18\x07 \x01(\x05\x12\r\n\x05model\x18\x08 \x01(\t\x12%\n\x05usage\x18\t \x01(\x0b\x32\x16.convgen.v1.TokenUsage\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x12\n\ncreated_by\x18\r \x01(\t\x12\x13\n\x0bpersona_key\x18\x0e \x01(\t\x12\x0f\n\x07\x61rc_key\x18\x0f \x01(\t\x12\x11\n\ttopic_key\x18\x10 \x01(\t\x12\x15\n\rtemplate_name\x18\x11 \x01(\t\x12\x1b\n\x13validation_warnings\x18\x12 \x03(\t\x12)\n\x07\x63ontent\x18\x13 \x01(\x0b\x32\x18.convgen.v1.Conversation\x12\x31\n\x0e\x63ost_breakdown\x18\x1e \x01(\x0b\x32\x19.convgen.v1.CostBreakdown\x12\x15\n\rprice_version\x18\x1f \x01(\t\x12\x14\n\x0c\x63ost_unknown\x18  \x01(\x08\x12\x14\n\x0cservice_tier\x18! \x01(\t\"c\n\x0c\x43onversation\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .convgen.v1.ConversationMetadata\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.convgen.v1.Turn\"}\n\x14\x43onversationMetadata\x12\x16\n\x0e\x63lient_persona\x18\x01 \x01(\t\x12\x17\n\x0fsession_context\x18\x02 \x01(\t\x12\x1a\n\x12\x63onversation_phase\x18\x03 \x01(\t\x12\x18\n\x10\x65xpected_outcome\x18\x04 \x01(\t\"s\n\x04Turn\x12\x13\n\x0bturn_number\x18\x01 \x01(\x05\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x37\n\x11\x65motional_context\x18\x04 \x01(\x0b\x32\x1c.convgen.v1.EmotionalContext\"Y\n\x10\x45motionalContext\x12\x17\n\x0fprimary_emotion\x18\x01 \x01(\t\x12\x19\n\x11secondary_emotion\x18\x02 \x01(\t\x12\x11\n\tintensity\x18\x03 \x01(\x01*n\n\x10\x43onversationView\x12!\n\x1d\x43ONVERSATION_VIEW_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONVERSATION_VIEW_BASIC\x10\x01\x12\x1a\n\x16\x43ONVERSATION_VIEW_FULL\x10\x02*z\n\x10ProcessingStatus\x12!\n\x1dPROCESSING_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPROCESSING_STATUS_COMPLETED\x10\x01\x12\"\n\x1ePROCESSING_STATUS_NEEDS_REVIEW\x10\x02\x32\xad\x02\n\x11GenerationService\x12_\n\x14GenerateConversation\x12\'.convgen.v1.GenerateConversationRequest\x1a\x1e.convgen.v1.StoredConversation\x12U\n\x0fGetConversation\x12\".convgen.v1.GetConversationRequest\x1a\x1e.convgen.v1.StoredConversation\x12`\n\x11ListConversations\x12$.convgen.v1.ListConversationsRequest\x1a%.convgen.v1.ListConversationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63onvgen/v1/generation.proto\x12\nconvgen.v1\x1a\x17\x63onvgen/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x1c\x45stimateConversationsRequest\x12\x34\n\nparameters\x18\x01 \x03(\x0b\x32 .convgen.v1.GenerationParameters\x12\x13\n\x0b\x63oncurrency\x18\x02 \x01(\x05\"d\n\x1d\x45stimateConversationsResponse\x12*\n\x08\x65stimate\x18\x01 \x01(\x0b\x32\x18.convgen.v1.CostEstimate\x12\x17\n\x0freservation_usd\x18\x02 \x03(\x01\"{\n\x1bGenerateConversationRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .convgen.v1.GenerationParameters\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\ncreated_by\x18\x03 \x01(\t\"q\n\x16GetConversationRequest\x12\x0c\n\x02pk\x18\x01 \x01(\tH\x00\x12\x16\n\x0c\x62usiness_key\x18\x02 \x01(\tH\x00\x12*\n\x04view\x18\x03 \x01(\x0e\x32\x1c.convgen.v1.ConversationViewB\x05\n\x03key\"\xea\x01\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\npersona_id\x18\x03 \x01(\t\x12\x18\n\x10\x65motional_arc_id\x18\x04 \x01(\t\x12\x19\n\x11training_topic_id\x18\x05 \x01(\t\x12\x1e\n\x04tier\x18\x06 \x01(\x0e\x32\x10.convgen.v1.Tier\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12*\n\x04view\x18\x08 \x01(\x0e\x32\x1c.convgen.v1.ConversationView\"k\n\x19ListConversationsResponse\x12\x35\n\rconversations\x18\x01 \x03(\x0b\x32\x1e.convgen.v1.StoredConversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc1\x05\n\x12StoredConversation\x12\n\n\x02pk\x18\x01 \x01(\t\x12\x14\n\x0c\x62usiness_key\x18\x02 \x01(\t\x12\x34\n\nparameters\x18\x03 \x01(\x0b\x32 .convgen.v1.GenerationParameters\x12\x37\n\x11processing_status\x18\x04 \x01(\x0e\x32\x1c.convgen.v1.ProcessingStatus\x12*\n\x08raw_blob\x18\x05 \x01(\x0b\x32\x18.convgen.v1.BlobLocation\x12,\n\nfinal_blob\x18\x06 \x01(\x0b\x32\x18.convgen.v1.BlobLocation\x12\x12\n\nturn_count\x18\x07 \x01(\x05\x12\r\n\x05model\x18\x08 \x01(\t\x12%\n\x05usage\x18\t \x01(\x0b\x32\x16.convgen.v1.TokenUsage\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x12\n\ncreated_by\x18\r \x01(\t\x12\x13\n\x0bpersona_key\x18\x0e \x01(\t\x12\x0f\n\x07\x61rc_key\x18\x0f \x01(\t\x12\x11\n\ttopic_key\x18\x10 \x01(\t\x12\x15\n\rtemplate_name\x18\x11 \x01(\t\x12\x1b\n\x13validation_warnings\x18\x12 \x03(\t\x12)\n\x07\x63ontent\x18\x13 \x01(\x0b\x32\x18.convgen.v1.Conversation\x12\x31\n\x0e\x63ost_breakdown\x18\x1e \x01(\x0b\x32\x19.convgen.v1.CostBreakdown\x12\x15\n\rprice_version\x18\x1f \x01(\t\x12\x14\n\x0c\x63ost_unknown\x18  \x01(\x08\x12\x14\n\x0cservice_tier\x18! \x01(\t\"c\n\x0c\x43onversation\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .convgen.v1.ConversationMetadata\x12\x1f\n\x05turns\x18\x02 \x03(\x0b\x32\x10.convgen.v1.Turn\"}\n\x14\x43onversationMetadata\x12\x16\n\x0e\x63lient_persona\x18\x01 \x01(\t\x12\x17\n\x0fsession_context\x18\x02 \x01(\t\x12\x1a\n\x12\x63onversation_phase\x18\x03 \x01(\t\x12\x18\n\x10\x65xpected_outcome\x18\x04 \x01(\t\"s\n\x04Turn\x12\x13\n\x0bturn_number\x18\x01 \x01(\x05\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x37\n\x11\x65motional_context\x18\x04 \x01(\x0b\x32\x1c.convgen.v1.EmotionalContext\"Y\n\x10\x45motionalContext\x12\x17\n\x0fprimary_emotion\x18\x01 \x01(\t\x12\x19\n\x11secondary_emotion\x18\x02 \x01(\t\x12\x11\n\tintensity\x18\x03 \x01(\x01*n\n\x10\x43onversationView\x12!\n\x1d\x43ONVERSATION_VIEW_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONVERSATION_VIEW_BASIC\x10\x01\x12\x1a\n\x16\x43ONVERSATION_VIEW_FULL\x10\x02*z\n\x10ProcessingStatus\x12!\n\x1dPROCESSING_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPROCESSING_STATUS_COMPLETED\x10\x01\x12\"\n\x1ePROCESSING_STATUS_NEEDS_REVIEW\x10\x02\x32\x9b\x03\n\x11GenerationService\x12_\n\x14GenerateConversation\x12\'.convgen.v1.GenerateConversationRequest\x1a\x1e.convgen.v1.StoredConversation\x12U\n\x0fGetConversation\x12\".convgen.v1.GetConversationRequest\x1a\x1e.convgen.v1.StoredConversation\x12`\n\x11ListConversations\x12$.convgen.v1.ListConversationsRequest\x1a%.convgen.v1.ListConversationsResponse\x12l\n\x15\x45stimateConversations\x12(.convgen.v1.EstimateConversationsRequest\x1a).convgen.v1.EstimateConversationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'convgen.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONVERSATIONVIEW']._serialized_start=1831
-  _globals['_CONVERSATIONVIEW']._serialized_end=1941
-  _globals['_PROCESSINGSTATUS']._serialized_start=1943
-  _globals['_PROCESSINGSTATUS']._serialized_end=2065
-  _globals['_GENERATECONVERSATIONREQUEST']._serialized_start=101
-  _globals['_GENERATECONVERSATIONREQUEST']._serialized_end=224
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=226
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=339
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=342
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=576
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=578
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=685
-  _globals['_STOREDCONVERSATION']._serialized_start=688
-  _globals['_STOREDCONVERSATION']._serialized_end=1393
-  _globals['_CONVERSATION']._serialized_start=1395
-  _globals['_CONVERSATION']._serialized_end=1494
-  _globals['_CONVERSATIONMETADATA']._serialized_start=1496
-  _globals['_CONVERSATIONMETADATA']._serialized_end=1621
-  _globals['_TURN']._serialized_start=1623
-  _globals['_TURN']._serialized_end=1738
-  _globals['_EMOTIONALCONTEXT']._serialized_start=1740
-  _globals['_EMOTIONALCONTEXT']._serialized_end=1829
-  _globals['_GENERATIONSERVICE']._serialized_start=2068
-  _globals['_GENERATIONSERVICE']._serialized_end=2369
+  _globals['_CONVERSATIONVIEW']._serialized_start=2040
+  _globals['_CONVERSATIONVIEW']._serialized_end=2150
+  _globals['_PROCESSINGSTATUS']._serialized_start=2152
+  _globals['_PROCESSINGSTATUS']._serialized_end=2274
+  _globals['_ESTIMATECONVERSATIONSREQUEST']._serialized_start=101
+  _globals['_ESTIMATECONVERSATIONSREQUEST']._serialized_end=206
+  _globals['_ESTIMATECONVERSATIONSRESPONSE']._serialized_start=208
+  _globals['_ESTIMATECONVERSATIONSRESPONSE']._serialized_end=308
+  _globals['_GENERATECONVERSATIONREQUEST']._serialized_start=310
+  _globals['_GENERATECONVERSATIONREQUEST']._serialized_end=433
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=435
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=548
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=551
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=785
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=787
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=894
+  _globals['_STOREDCONVERSATION']._serialized_start=897
+  _globals['_STOREDCONVERSATION']._serialized_end=1602
+  _globals['_CONVERSATION']._serialized_start=1604
+  _globals['_CONVERSATION']._serialized_end=1703
+  _globals['_CONVERSATIONMETADATA']._serialized_start=1705
+  _globals['_CONVERSATIONMETADATA']._serialized_end=1830
+  _globals['_TURN']._serialized_start=1832
+  _globals['_TURN']._serialized_end=1947
+  _globals['_EMOTIONALCONTEXT']._serialized_start=1949
+  _globals['_EMOTIONALCONTEXT']._serialized_end=2038
+  _globals['_GENERATIONSERVICE']._serialized_start=2277
+  _globals['_GENERATIONSERVICE']._serialized_end=2688
 # @@protoc_insertion_point(module_scope)

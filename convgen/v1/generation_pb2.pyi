@@ -70,6 +70,69 @@ PROCESSING_STATUS_NEEDS_REVIEW: ProcessingStatus.ValueType  # 2
 Global___ProcessingStatus: _TypeAlias = ProcessingStatus  # noqa: Y015
 
 @_typing.final
+class EstimateConversationsRequest(_message.Message):
+    """EstimateConversationsRequest lists the conversations to estimate, in the order they would be generated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    concurrency: _builtins.int
+    """Conversations generated at once (a batch job's concurrency): calls that start before the first call with the
+    same prefix has answered cannot read it from the cache. 0 means 1.
+    """
+    @_builtins.property
+    def parameters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GenerationParameters]:
+        """The parameter sets, in generation order (it decides which calls find the shared prompt prefix cached)."""
+
+    def __init__(
+        self,
+        *,
+        parameters: _abc.Iterable[_common_pb2.GenerationParameters] | None = ...,
+        concurrency: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "parameters", b"parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EstimateConversationsRequest: _TypeAlias = EstimateConversationsRequest  # noqa: Y015
+
+@_typing.final
+class EstimateConversationsResponse(_message.Message):
+    """EstimateConversationsResponse is the estimate, and what each conversation should reserve of a budget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESTIMATE_FIELD_NUMBER: _builtins.int
+    RESERVATION_USD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def estimate(self) -> _common_pb2.CostEstimate:
+        """The estimate of the whole set."""
+
+    @_builtins.property
+    def reservation_usd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Per parameter set, in request order: a cautious estimate of its cost in US dollars (its shared prefix written,
+        not read; its template's largest observed output), what a budget reserves before the conversation is generated.
+        Empty when the cost is unknown.
+        """
+
+    def __init__(
+        self,
+        *,
+        estimate: _common_pb2.CostEstimate | None = ...,
+        reservation_usd: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "reservation_usd", b"reservation_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EstimateConversationsResponse: _TypeAlias = EstimateConversationsResponse  # noqa: Y015
+
+@_typing.final
 class GenerateConversationRequest(_message.Message):
     """GenerateConversationRequest asks for one conversation."""
 

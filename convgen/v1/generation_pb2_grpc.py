@@ -50,6 +50,11 @@ class GenerationServiceStub:
                 request_serializer=convgen_dot_v1_dot_generation__pb2.ListConversationsRequest.SerializeToString,
                 response_deserializer=convgen_dot_v1_dot_generation__pb2.ListConversationsResponse.FromString,
                 _registered_method=True)
+        self.EstimateConversations = channel.unary_unary(
+                '/convgen.v1.GenerationService/EstimateConversations',
+                request_serializer=convgen_dot_v1_dot_generation__pb2.EstimateConversationsRequest.SerializeToString,
+                response_deserializer=convgen_dot_v1_dot_generation__pb2.EstimateConversationsResponse.FromString,
+                _registered_method=True)
 
 
 class GenerationServiceServicer:
@@ -78,6 +83,13 @@ class GenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EstimateConversations(self, request, context):
+        """Estimates the tokens and cost of generating conversations, without generating or storing anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +107,11 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     servicer.ListConversations,
                     request_deserializer=convgen_dot_v1_dot_generation__pb2.ListConversationsRequest.FromString,
                     response_serializer=convgen_dot_v1_dot_generation__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'EstimateConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateConversations,
+                    request_deserializer=convgen_dot_v1_dot_generation__pb2.EstimateConversationsRequest.FromString,
+                    response_serializer=convgen_dot_v1_dot_generation__pb2.EstimateConversationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +196,33 @@ class GenerationService:
             '/convgen.v1.GenerationService/ListConversations',
             convgen_dot_v1_dot_generation__pb2.ListConversationsRequest.SerializeToString,
             convgen_dot_v1_dot_generation__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convgen.v1.GenerationService/EstimateConversations',
+            convgen_dot_v1_dot_generation__pb2.EstimateConversationsRequest.SerializeToString,
+            convgen_dot_v1_dot_generation__pb2.EstimateConversationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

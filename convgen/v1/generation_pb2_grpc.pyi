@@ -41,6 +41,8 @@ class GenerationServiceStub:
     """Returns one stored conversation by primary key or business key."""
     ListConversations: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ListConversationsRequest, _generation_pb2.ListConversationsResponse]
     """Lists stored conversations, newest first, with optional filters."""
+    EstimateConversations: _grpc.UnaryUnaryMultiCallable[_generation_pb2.EstimateConversationsRequest, _generation_pb2.EstimateConversationsResponse]
+    """Estimates the tokens and cost of generating conversations, without generating or storing anything."""
 
 @_typing.type_check_only
 class GenerationServiceAsyncStub(GenerationServiceStub):
@@ -55,6 +57,8 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     """Returns one stored conversation by primary key or business key."""
     ListConversations: _aio.UnaryUnaryMultiCallable[_generation_pb2.ListConversationsRequest, _generation_pb2.ListConversationsResponse]  # type: ignore[assignment]
     """Lists stored conversations, newest first, with optional filters."""
+    EstimateConversations: _aio.UnaryUnaryMultiCallable[_generation_pb2.EstimateConversationsRequest, _generation_pb2.EstimateConversationsResponse]  # type: ignore[assignment]
+    """Estimates the tokens and cost of generating conversations, without generating or storing anything."""
 
 class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
     """GenerationService turns one parameter set into one stored conversation."""
@@ -84,5 +88,13 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_generation_pb2.ListConversationsResponse, _abc.Awaitable[_generation_pb2.ListConversationsResponse]]:
         """Lists stored conversations, newest first, with optional filters."""
+
+    @_abc_1.abstractmethod
+    def EstimateConversations(
+        self,
+        request: _generation_pb2.EstimateConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.EstimateConversationsResponse, _abc.Awaitable[_generation_pb2.EstimateConversationsResponse]]:
+        """Estimates the tokens and cost of generating conversations, without generating or storing anything."""
 
 def add_GenerationServiceServicer_to_server(servicer: GenerationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -232,3 +232,35 @@ async def list_page(
         limit,
     )
     return [_row(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    """Output tokens of a template's recent conversations: how many, their average and the largest."""
+
+    conversations: int
+    average: float
+    largest: int
+
+
+async def output_stats(
+    conn: Connection, model: str, template_ids: list[uuid.UUID], *, recent: int
+) -> dict[uuid.UUID, OutputStats]:
+    """Per template, the output tokens of its `recent` newest conversations made by the model."""
+    rows = await conn.fetch(
+        """
+        SELECT template_id, count(*) AS n, avg(output_tokens)::float8 AS average, max(output_tokens) AS largest
+        FROM (
+            SELECT template_id, output_tokens,
+                   row_number() OVER (PARTITION BY template_id ORDER BY created_at DESC) AS newest
+            FROM conversations
+            WHERE model = $1 AND template_id = ANY($2::uuid[])
+        ) recent
+        WHERE newest <= $3
+        GROUP BY template_id
+        """,
+        model,
+        template_ids,
+        recent,
+    )
+    return {r["template_id"]: OutputStats(r["n"], r["average"], r["largest"]) for r in rows}

@@ -27,3 +27,6 @@ ALTER TABLE conversations
     ADD COLUMN cache_write_5m_cost_usd NUMERIC(14, 6),
     ADD COLUMN cache_write_1h_cost_usd NUMERIC(14, 6),
     ADD COLUMN cache_read_cost_usd     NUMERIC(14, 6);
+
+-- Estimates read the output sizes of a template's recent conversations made by a model.
+CREATE INDEX conversations_output_sizes ON conversations (template_id, model, created_at DESC);
