@@ -335,6 +335,25 @@ class ConvgenClient:
         )
         return await self._unary(self._generation_stub().ListConversations, request, timeout)
 
+    async def estimate_conversations(
+        self,
+        parameters: Sequence[common_pb2.GenerationParameters | Mapping[str, Any]],
+        *,
+        concurrency: int = 0,
+        timeout: float | None = None,
+    ) -> generation_pb2.EstimateConversationsResponse:
+        """Estimates the tokens and cost of generating these conversations, without generating any.
+
+        Args:
+            parameters: parameter sets (GenerationParameters or mappings), in the order they would be generated.
+            concurrency: conversations generated at once (decides which calls find the prompt prefix cached).
+            timeout: deadline in seconds (default default_timeout).
+        """
+        request = generation_pb2.EstimateConversationsRequest(
+            parameters=[as_parameters(p, i) for i, p in enumerate(parameters)], concurrency=concurrency
+        )
+        return await self._unary(self._generation_stub().EstimateConversations, request, timeout)
+
     def iter_conversations(
         self, *, page_size: int = 0, **filters: Any
     ) -> AsyncIterator[generation_pb2.StoredConversation]:

@@ -56,6 +56,15 @@ async def test_generate_get_and_list_conversations_with_human_keys(client: Convg
     assert [c.pk for c in listed.conversations] == [stored.pk]
     assert [c.pk async for c in client.iter_conversations(page_size=1)] == [stored.pk]
 
+    estimated = await client.estimate_conversations(
+        [{"persona_id": persona, "emotional_arc_id": arc, "training_topic_id": topic, "tier": "template"}] * 3,
+        concurrency=2,
+    )
+    assert estimated.estimate.items == 3
+    assert estimated.estimate.model == "offline-synthetic"
+    assert estimated.estimate.usage.output_tokens == 3 * stored.usage.output_tokens, "observed output size"
+    assert len(estimated.reservation_usd) == 3
+
 
 async def test_batch_job_lifecycle_through_typed_calls(client: ConvgenClient) -> None:
     job = await client.create_batch_job(
