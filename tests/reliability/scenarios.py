@@ -96,7 +96,10 @@ async def model_faults(env: Environment, scale: Scale, rng: random.Random) -> Sc
         ),
         # A slow answer (3 s) is past the model timeout (1.5 s); ten tries make a transient streak practically
         # impossible to exhaust (0.49^10 per call, and the batch retries the item on top).
+        # Structured output off: with the schema sent, the stand-in (like the API) never answers unparseable text,
+        # and this scenario is about the replies that must be parsed.
         generation_env={
+            "MODEL_STRUCTURED_OUTPUT": "off",
             "MODEL_TIMEOUT_SECONDS": "1.5",
             "MODEL_MAX_ATTEMPTS": "10",
             "MODEL_RETRY_BASE_SECONDS": "0.05",
