@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from convgen.catalog.models import Tier
+from convgen.catalog.models import GenerationParameters, Tier
 from convgen.db.database import Connection
 
 
@@ -38,6 +38,13 @@ class NewConversation:
     cache_read_input_tokens: int
     cost_usd: Decimal
     validation_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> GenerationParameters:
+        """The parameters the conversation was generated from, with the template that served it."""
+        return GenerationParameters(
+            self.persona_id, self.emotional_arc_id, self.training_topic_id, self.tier, self.template_id
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
