@@ -80,11 +80,6 @@ class BatchEngine:
         """The lease owner name of this process."""
         return self._config.owner
 
-    @property
-    def in_flight(self) -> int:
-        """Items this process is running now."""
-        return len(self._in_flight)
-
     def wake(self) -> None:
         """Asks the dispatcher for a claim round now (items became claimable)."""
         self._wake.set()

@@ -85,8 +85,6 @@ class ConvgenClient:
         generate_timeout: float | None = GENERATE_TIMEOUT,
     ) -> None:
         """Prefer connect() or from_channels(); owned_channels are the ones close() closes."""
-        self._generation_channel = generation_channel
-        self._batch_channel = batch_channel
         self._owned = list(owned_channels)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.default_timeout = default_timeout
@@ -185,7 +183,7 @@ class ConvgenClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, _exc_type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         await self.close()
 

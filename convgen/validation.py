@@ -96,41 +96,41 @@ def attempt(parse: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | Inv
 
 
 @overload
-def valid(r1: T1 | InvalidArgument, r2: T2 | InvalidArgument, /) -> tuple[T1, T2]: ...
+def valid(_r1: T1 | InvalidArgument, _r2: T2 | InvalidArgument, /) -> tuple[T1, T2]: ...
 @overload
-def valid(r1: T1 | InvalidArgument, r2: T2 | InvalidArgument, r3: T3 | InvalidArgument, /) -> tuple[T1, T2, T3]: ...
+def valid(_r1: T1 | InvalidArgument, _r2: T2 | InvalidArgument, _r3: T3 | InvalidArgument, /) -> tuple[T1, T2, T3]: ...
 @overload
 def valid(
-    r1: T1 | InvalidArgument, r2: T2 | InvalidArgument, r3: T3 | InvalidArgument, r4: T4 | InvalidArgument, /
+    _r1: T1 | InvalidArgument, _r2: T2 | InvalidArgument, _r3: T3 | InvalidArgument, _r4: T4 | InvalidArgument, /
 ) -> tuple[T1, T2, T3, T4]: ...
 @overload
 def valid(
-    r1: T1 | InvalidArgument,
-    r2: T2 | InvalidArgument,
-    r3: T3 | InvalidArgument,
-    r4: T4 | InvalidArgument,
-    r5: T5 | InvalidArgument,
+    _r1: T1 | InvalidArgument,
+    _r2: T2 | InvalidArgument,
+    _r3: T3 | InvalidArgument,
+    _r4: T4 | InvalidArgument,
+    _r5: T5 | InvalidArgument,
     /,
 ) -> tuple[T1, T2, T3, T4, T5]: ...
 @overload
 def valid(
-    r1: T1 | InvalidArgument,
-    r2: T2 | InvalidArgument,
-    r3: T3 | InvalidArgument,
-    r4: T4 | InvalidArgument,
-    r5: T5 | InvalidArgument,
-    r6: T6 | InvalidArgument,
+    _r1: T1 | InvalidArgument,
+    _r2: T2 | InvalidArgument,
+    _r3: T3 | InvalidArgument,
+    _r4: T4 | InvalidArgument,
+    _r5: T5 | InvalidArgument,
+    _r6: T6 | InvalidArgument,
     /,
 ) -> tuple[T1, T2, T3, T4, T5, T6]: ...
 @overload
 def valid(
-    r1: T1 | InvalidArgument,
-    r2: T2 | InvalidArgument,
-    r3: T3 | InvalidArgument,
-    r4: T4 | InvalidArgument,
-    r5: T5 | InvalidArgument,
-    r6: T6 | InvalidArgument,
-    r7: T7 | InvalidArgument,
+    _r1: T1 | InvalidArgument,
+    _r2: T2 | InvalidArgument,
+    _r3: T3 | InvalidArgument,
+    _r4: T4 | InvalidArgument,
+    _r5: T5 | InvalidArgument,
+    _r6: T6 | InvalidArgument,
+    _r7: T7 | InvalidArgument,
     /,
 ) -> tuple[T1, T2, T3, T4, T5, T6, T7]: ...
 def valid(*results: Any) -> Any:

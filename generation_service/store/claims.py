@@ -14,12 +14,11 @@ class ClaimState:
 
     claimed: bool
     done_pk: uuid.UUID | None
-    holder: str | None
     catalog_version: int
 
 
 async def try_claim(conn: Connection, request_id: str, owner: str, lease_seconds: float) -> ClaimState:
-    """Takes the claim when it is free or its holder's lease expired; else says who holds it or what it produced.
+    """Takes the claim when it is free or its holder's lease expired; else says what it produced, if anything.
 
     The common case (a new request_id) is one round trip; the row lock of ON CONFLICT makes it race-free.
     """
@@ -37,22 +36,17 @@ async def try_claim(conn: Connection, request_id: str, owner: str, lease_seconds
         lease_seconds,
     )
     if row is not None:
-        return ClaimState(claimed=True, done_pk=None, holder=owner, catalog_version=row["catalog_version"])
+        return ClaimState(claimed=True, done_pk=None, catalog_version=row["catalog_version"])
     current = await conn.fetchrow(
         """
-        SELECT owner, conversation_pk, (SELECT version FROM catalog_version WHERE id = 1) AS catalog_version
+        SELECT conversation_pk, (SELECT version FROM catalog_version WHERE id = 1) AS catalog_version
         FROM generation_claims WHERE request_id = $1
         """,
         request_id,
     )
     if current is None:  # released between the two statements: try again
         return await try_claim(conn, request_id, owner, lease_seconds)
-    return ClaimState(
-        claimed=False,
-        done_pk=current["conversation_pk"],
-        holder=current["owner"],
-        catalog_version=current["catalog_version"],
-    )
+    return ClaimState(claimed=False, done_pk=current["conversation_pk"], catalog_version=current["catalog_version"])
 
 
 async def renew(conn: Connection, owner: str, request_ids: list[str], lease_seconds: float) -> int:
