@@ -26,6 +26,7 @@ from generation_service.model.port import ModelClient, ModelRequest, ModelRespon
 from generation_service.model.pricing import cost_usd
 from generation_service.parsing import ParsedConversation, parse_conversation
 from generation_service.request_claims import RequestClaims
+from generation_service.store import claims as claim_store
 from generation_service.store import conversations, failures
 from generation_service.store.conversations import ConversationRow, NewConversation
 
@@ -219,8 +220,9 @@ class ConversationGenerator:
             validation_warnings=list(parsed.warnings),
         )
         try:
-            async with self._db.connection() as conn:
-                pk, created_at = await conversations.insert_and_finish_claim(conn, new, owner=self._claims.owner)
+            async with self._db.transaction() as conn:
+                pk, created_at = await conversations.insert(conn, new)
+                await claim_store.finish(conn, request.request_id, self._claims.owner, pk)
         except asyncpg.UniqueViolationError:
             # Our lease lapsed and another call stored this request_id first: theirs is the answer.
             async with self._db.connection() as conn:

@@ -49,6 +49,24 @@ async def try_claim(conn: Connection, request_id: str, owner: str, lease_seconds
     return ClaimState(claimed=False, done_pk=current["conversation_pk"], catalog_version=current["catalog_version"])
 
 
+async def finish(conn: Connection, request_id: str, owner: str, conversation_pk: uuid.UUID) -> None:
+    """Points the claim at its stored conversation for good: repeats of the request_id get that conversation.
+
+    Run in the transaction that inserts the conversation, so a claim is done exactly when its conversation exists.
+    """
+    await conn.execute(
+        """
+        INSERT INTO generation_claims (request_id, owner, lease_expires_at, conversation_pk)
+        VALUES ($1, $2, 'infinity', $3)
+        ON CONFLICT (request_id) DO UPDATE
+            SET owner = EXCLUDED.owner, lease_expires_at = 'infinity', conversation_pk = EXCLUDED.conversation_pk
+        """,
+        request_id,
+        owner,
+        conversation_pk,
+    )
+
+
 async def renew(conn: Connection, owner: str, request_ids: list[str], lease_seconds: float) -> int:
     """Extends this owner's leases on the request_ids it is still generating; returns how many."""
     result = await conn.execute(
