@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeAlias, TypeVar, overload
 
 from convgen.catalog.models import NIL_UUID
 from convgen.errors import FieldViolation, InvalidArgument
@@ -25,6 +25,8 @@ T5 = TypeVar("T5")
 T6 = TypeVar("T6")
 T7 = TypeVar("T7")
 
+# What `attempt` returns: the parsed value, or the error that names the bad field.
+Parsed: TypeAlias = T | InvalidArgument
 # Only the canonical 8-4-4-4-12 hex spelling: uuid.UUID alone also accepts braces, urn: and other digits.
 CANONICAL_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_ID_LENGTH = 200
@@ -87,7 +89,7 @@ def _shown(value: str) -> str:
 # --- reporting every bad field at once -------------------------------------------------------------------------------
 
 
-def attempt(parse: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | InvalidArgument:
+def attempt(parse: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Parsed[T]:
     """Runs one parser; its InvalidArgument is returned instead of raised, so the other fields get checked too."""
     try:
         return parse(*args, **kwargs)
@@ -96,41 +98,28 @@ def attempt(parse: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | Inv
 
 
 @overload
-def valid(_r1: T1 | InvalidArgument, _r2: T2 | InvalidArgument, /) -> tuple[T1, T2]: ...
+def valid(_r1: Parsed[T1], _r2: Parsed[T2], /) -> tuple[T1, T2]: ...
 @overload
-def valid(_r1: T1 | InvalidArgument, _r2: T2 | InvalidArgument, _r3: T3 | InvalidArgument, /) -> tuple[T1, T2, T3]: ...
+def valid(_r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], /) -> tuple[T1, T2, T3]: ...
 @overload
-def valid(
-    _r1: T1 | InvalidArgument, _r2: T2 | InvalidArgument, _r3: T3 | InvalidArgument, _r4: T4 | InvalidArgument, /
-) -> tuple[T1, T2, T3, T4]: ...
+def valid(_r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], _r4: Parsed[T4], /) -> tuple[T1, T2, T3, T4]: ...
 @overload
 def valid(
-    _r1: T1 | InvalidArgument,
-    _r2: T2 | InvalidArgument,
-    _r3: T3 | InvalidArgument,
-    _r4: T4 | InvalidArgument,
-    _r5: T5 | InvalidArgument,
-    /,
+    _r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], _r4: Parsed[T4], _r5: Parsed[T5], /
 ) -> tuple[T1, T2, T3, T4, T5]: ...
 @overload
 def valid(
-    _r1: T1 | InvalidArgument,
-    _r2: T2 | InvalidArgument,
-    _r3: T3 | InvalidArgument,
-    _r4: T4 | InvalidArgument,
-    _r5: T5 | InvalidArgument,
-    _r6: T6 | InvalidArgument,
-    /,
+    _r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], _r4: Parsed[T4], _r5: Parsed[T5], _r6: Parsed[T6], /
 ) -> tuple[T1, T2, T3, T4, T5, T6]: ...
 @overload
 def valid(
-    _r1: T1 | InvalidArgument,
-    _r2: T2 | InvalidArgument,
-    _r3: T3 | InvalidArgument,
-    _r4: T4 | InvalidArgument,
-    _r5: T5 | InvalidArgument,
-    _r6: T6 | InvalidArgument,
-    _r7: T7 | InvalidArgument,
+    _r1: Parsed[T1],
+    _r2: Parsed[T2],
+    _r3: Parsed[T3],
+    _r4: Parsed[T4],
+    _r5: Parsed[T5],
+    _r6: Parsed[T6],
+    _r7: Parsed[T7],
     /,
 ) -> tuple[T1, T2, T3, T4, T5, T6, T7]: ...
 def valid(*results: Any) -> Any:
@@ -139,7 +128,7 @@ def valid(*results: Any) -> Any:
     return results
 
 
-def valid_list(results: Iterable[T | InvalidArgument]) -> list[T]:
+def valid_list(results: Iterable[Parsed[T]]) -> list[T]:
     """Every parsed value of a list; when any entry failed, one InvalidArgument naming every violation."""
     values: list[T] = []
     errors: list[InvalidArgument] = []

@@ -30,6 +30,7 @@ from generation_service.store.conversations import ConversationRow
 # Time kept back from the caller's deadline so our own answer still reaches it.
 DEADLINE_MARGIN_SECONDS = 0.25
 Entry = TypeVar("Entry")
+Message = TypeVar("Message")
 
 
 def _deadline(context: Context) -> float | None:
@@ -115,42 +116,43 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         kind: str,
         fetch: Callable[[Connection, str, int], Awaitable[list[Entry]]],
         key: Callable[[Entry], str],
-    ) -> tuple[list[Entry], str]:
-        """One page of entries in key order, and the token of the next page ('' after the last)."""
+        convert: Callable[[Entry], Message],
+    ) -> tuple[list[Message], str]:
+        """One page of entries in key order as messages, and the token of the next page ('' after the last)."""
         page = parse_catalog_page(request, kind, self._max_page_size)
         async with self._db.connection() as conn:
             entries = await fetch(conn, page.after, page.size + 1)
-        if len(entries) <= page.size:
-            return entries, ""
-        entries = entries[: page.size]
-        return entries, encode_token({"k": key(entries[-1])}, {"kind": kind})
+        token = encode_token({"k": key(entries[page.size - 1])}, {"kind": kind}) if len(entries) > page.size else ""
+        return [convert(e) for e in entries[: page.size]], token
 
     async def ListPersonas(
         self, request: catalog_pb2.ListPersonasRequest, context: Context
     ) -> catalog_pb2.ListPersonasResponse:
-        page, token = await self._page(request, "personas", catalog.list_personas, lambda p: p.persona_key)
-        return catalog_pb2.ListPersonasResponse(personas=[converters.persona(p) for p in page], next_page_token=token)
+        personas, token = await self._page(
+            request, "personas", catalog.list_personas, lambda p: p.persona_key, converters.persona
+        )
+        return catalog_pb2.ListPersonasResponse(personas=personas, next_page_token=token)
 
     async def ListEmotionalArcs(
         self, request: catalog_pb2.ListEmotionalArcsRequest, context: Context
     ) -> catalog_pb2.ListEmotionalArcsResponse:
-        page, token = await self._page(request, "arcs", catalog.list_arcs, lambda a: a.arc_key)
-        return catalog_pb2.ListEmotionalArcsResponse(
-            emotional_arcs=[converters.emotional_arc(a) for a in page], next_page_token=token
+        arcs, token = await self._page(
+            request, "arcs", catalog.list_arcs, lambda a: a.arc_key, converters.emotional_arc
         )
+        return catalog_pb2.ListEmotionalArcsResponse(emotional_arcs=arcs, next_page_token=token)
 
     async def ListTrainingTopics(
         self, request: catalog_pb2.ListTrainingTopicsRequest, context: Context
     ) -> catalog_pb2.ListTrainingTopicsResponse:
-        page, token = await self._page(request, "topics", catalog.list_topics, lambda t: t.topic_key)
-        return catalog_pb2.ListTrainingTopicsResponse(
-            training_topics=[converters.training_topic(t) for t in page], next_page_token=token
+        topics, token = await self._page(
+            request, "topics", catalog.list_topics, lambda t: t.topic_key, converters.training_topic
         )
+        return catalog_pb2.ListTrainingTopicsResponse(training_topics=topics, next_page_token=token)
 
     async def ListTemplates(
         self, request: catalog_pb2.ListTemplatesRequest, context: Context
     ) -> catalog_pb2.ListTemplatesResponse:
-        page, token = await self._page(request, "templates", catalog.list_templates, lambda t: t.template_name)
-        return catalog_pb2.ListTemplatesResponse(
-            templates=[converters.prompt_template(t) for t in page], next_page_token=token
+        templates, token = await self._page(
+            request, "templates", catalog.list_templates, lambda t: t.template_name, converters.prompt_template
         )
+        return catalog_pb2.ListTemplatesResponse(templates=templates, next_page_token=token)
