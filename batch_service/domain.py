@@ -149,10 +149,10 @@ class NewJob:
 
 @dataclass(frozen=True)
 class Completion:
-    """An item's stored conversation: its PRIMARY KEY (what batch_items.conversation_id holds), its business key
-    (for events and logs, never the foreign key) and what it cost."""
+    """An item finished with a stored conversation: its keys and what it cost."""
 
     item_id: uuid.UUID
+    # What batch_items.conversation_id holds; the business key is for events and logs only.
     conversation_pk: uuid.UUID
     conversation_business_key: uuid.UUID
     usage: Usage
@@ -189,8 +189,7 @@ class JobRow:
 
 @dataclass(frozen=True)
 class ItemRow:
-    """A batch_items row. conversation_business_key is set by the reads that join conversations (get, list) and
-    on the items a completion returns; other statements leave it None."""
+    """A batch_items row; conversation_business_key is set only where the conversation is known (see it)."""
 
     id: uuid.UUID
     job_id: uuid.UUID
@@ -202,6 +201,8 @@ class ItemRow:
     error_code: str | None
     error_message: str | None
     conversation_pk: uuid.UUID | None
+    # Filled by the reads that join conversations (items.get, items.list_page) and by transitions.complete_items;
+    # the other statements return the item alone and leave it None.
     conversation_business_key: uuid.UUID | None
     usage: Usage
     started_at: datetime | None
