@@ -43,11 +43,6 @@ class TokenUsage:
         """Tokens written to the prompt cache, both TTLs."""
         return self.cache_creation_5m_input_tokens + self.cache_creation_1h_input_tokens
 
-    @property
-    def prompt_tokens(self) -> int:
-        """Every input token: uncached, written to the cache and read from it."""
-        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
-
     def __add__(self, other: TokenUsage) -> TokenUsage:
         tier = self.service_tier if self.service_tier == other.service_tier else "mixed"
         return TokenUsage(

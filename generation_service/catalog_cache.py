@@ -7,11 +7,18 @@ import uuid
 from collections.abc import Callable
 
 from convgen.catalog import repository
-from convgen.catalog.models import ConversationSubject, EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
+from convgen.catalog.models import (
+    ConversationSubject,
+    EmotionalArc,
+    GenerationParameters,
+    Persona,
+    PromptTemplate,
+    TrainingTopic,
+)
 from convgen.catalog.repository import CatalogSnapshot
+from convgen.catalog.selection import select_template
 from convgen.db.database import Database
 from convgen.errors import FailedPrecondition, NotFound
-from convgen.validation import NIL_UUID
 
 
 class CatalogCache:
@@ -46,32 +53,15 @@ def lookup(
     return snapshot.personas.get(persona_id), snapshot.arcs.get(arc_id), snapshot.topics.get(topic_id)
 
 
-def select_template(snapshot: CatalogSnapshot, arc_key: str, tier: Tier) -> PromptTemplate | None:
-    """Auto-selection: an active template of the arc and tier, else one of the arc alone; by name."""
-    candidates = sorted(
-        (t for t in snapshot.templates.values() if t.active and t.arc_key == arc_key),
-        key=lambda t: (t.tier != tier, t.template_name),
-    )
-    return candidates[0] if candidates else None
-
-
-def resolve(
-    snapshot: CatalogSnapshot,
-    *,
-    persona_id: uuid.UUID,
-    arc_id: uuid.UUID,
-    topic_id: uuid.UUID,
-    tier: Tier,
-    template_id: uuid.UUID | None,
-) -> tuple[ConversationSubject, PromptTemplate]:
+def resolve(snapshot: CatalogSnapshot, p: GenerationParameters) -> tuple[ConversationSubject, PromptTemplate]:
     """Finds persona, arc, topic and the template (explicit, or auto-selected by arc and tier)."""
-    persona, arc, topic = lookup(snapshot, persona_id, arc_id, topic_id)
+    persona, arc, topic = lookup(snapshot, p.persona_id, p.emotional_arc_id, p.training_topic_id)
     missing = [
         f"{kind} {value} does not exist"
         for kind, value, found in (
-            ("persona", persona_id, persona),
-            ("emotional_arc", arc_id, arc),
-            ("training_topic", topic_id, topic),
+            ("persona", p.persona_id, persona),
+            ("emotional_arc", p.emotional_arc_id, arc),
+            ("training_topic", p.training_topic_id, topic),
         )
         if found is None
     ]
@@ -80,17 +70,17 @@ def resolve(
     assert persona is not None
     assert arc is not None
     assert topic is not None
-    if template_id is not None and template_id != NIL_UUID:
-        template = snapshot.templates.get(template_id)
+    if not p.auto_template:
+        template = snapshot.templates.get(p.template_id)
         if template is None:
-            raise NotFound(f"template {template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
+            raise NotFound(f"template {p.template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
     else:
-        template = select_template(snapshot, arc.arc_key, tier)
+        template = select_template(snapshot.templates.values(), arc.arc_key, p.tier)
         if template is None:
             raise FailedPrecondition(
-                f"no active prompt template for arc {arc.arc_key} (tier {tier.value}); "
+                f"no active prompt template for arc {arc.arc_key} (tier {p.tier.value}); "
                 "load one with `convgen catalog load`",
                 reason="NO_TEMPLATE_FOR_ARC",
-                metadata={"arc_key": arc.arc_key, "tier": tier.value},
+                metadata={"arc_key": arc.arc_key, "tier": p.tier.value},
             )
-    return ConversationSubject(persona=persona, arc=arc, topic=topic, tier=tier), template
+    return ConversationSubject(persona=persona, arc=arc, topic=topic, tier=p.tier), template

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from convgen.catalog import repository
-from convgen.catalog.models import PromptTemplate, Tier
+from convgen.catalog.models import GenerationParameters, PromptTemplate
 from convgen.catalog.templates import RenderedTemplate, render
 from convgen.db.database import Database
 from convgen.pricing import Cost, PriceTable, TokenUsage
@@ -32,17 +32,6 @@ RECENT_CONVERSATIONS = 200
 # A reservation allows for a reply this much longer than the longest one seen.
 RESERVATION_MARGIN = Decimal("1.1")
 _EMPTY_USER = "."
-
-
-@dataclass(frozen=True)
-class ConversationRef:
-    """One conversation to estimate: its catalog entries, tier and template (None or nil: auto-selected)."""
-
-    persona_id: uuid.UUID
-    emotional_arc_id: uuid.UUID
-    training_topic_id: uuid.UUID
-    tier: Tier
-    template_id: uuid.UUID | None
 
 
 @dataclass(frozen=True)
@@ -93,20 +82,13 @@ class ConversationEstimator:
         self._model = model
         self._config = config
 
-    async def estimate(self, refs: Sequence[ConversationRef], *, concurrency: int) -> ConversationsEstimate:
+    async def estimate(self, parameters: Sequence[GenerationParameters], *, concurrency: int) -> ConversationsEstimate:
         """The estimate of generating these conversations in this order, `concurrency` at a time."""
         async with self._db.connection() as conn:
             snapshot = await repository.snapshot(conn)
         prompts = []
-        for ref in refs:
-            subject, template = resolve(
-                snapshot,
-                persona_id=ref.persona_id,
-                arc_id=ref.emotional_arc_id,
-                topic_id=ref.training_topic_id,
-                tier=ref.tier,
-                template_id=ref.template_id,
-            )
+        for p in parameters:
+            subject, template = resolve(snapshot, p)
             rendered = render(template, subject)
             prompts.append(_Prompt(template, (template.id, rendered.shared), rendered))
         templates = {p.template.id: p.template for p in prompts}

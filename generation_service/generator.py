@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from convgen.blobs import BlobRef, BlobStore
-from convgen.catalog.models import ConversationSubject, PromptTemplate, Tier
+from convgen.catalog.models import ConversationSubject, GenerationParameters, PromptTemplate
 from convgen.catalog.repository import CatalogSnapshot
 from convgen.catalog.templates import render
 from convgen.db.database import Database, DatabaseUnavailable
@@ -27,6 +27,7 @@ from generation_service.model.errors import ModelOutputInvalid
 from generation_service.model.port import ModelClient, ModelRequest, ModelResponse, PromptParts
 from generation_service.parsing import ParsedConversation, parse_conversation
 from generation_service.request_claims import RequestClaims
+from generation_service.store import claims as claim_store
 from generation_service.store import conversations, failures
 from generation_service.store.conversations import ConversationRow, NewConversation
 
@@ -35,13 +36,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerationInput:
-    """A validated GenerateConversation request."""
+    """A valid GenerateConversation request."""
 
-    persona_id: uuid.UUID
-    emotional_arc_id: uuid.UUID
-    training_topic_id: uuid.UUID
-    tier: Tier
-    template_id: uuid.UUID | None
+    parameters: GenerationParameters
     request_id: str
     created_by: uuid.UUID
 
@@ -134,14 +131,7 @@ class ConversationGenerator:
         return row
 
     async def _generate_claimed(self, request: GenerationInput, catalog: CatalogSnapshot) -> ConversationRow:
-        subject, template = resolve(
-            catalog,
-            persona_id=request.persona_id,
-            arc_id=request.emotional_arc_id,
-            topic_id=request.training_topic_id,
-            tier=request.tier,
-            template_id=request.template_id,
-        )
+        subject, template = resolve(catalog, request.parameters)
         rendered = render(template, subject)
         business_key = uuid.uuid4()
         attempt = _Attempt(request, subject, template, business_key, self._model.name)
@@ -210,7 +200,7 @@ class ConversationGenerator:
             persona_id=attempt.subject.persona.id,
             emotional_arc_id=attempt.subject.arc.id,
             training_topic_id=attempt.subject.topic.id,
-            tier=request.tier,
+            tier=attempt.subject.tier,
             template_id=attempt.template.id,
             processing_status="needs_review" if parsed.warnings else "completed",
             raw_bucket=raw_ref.bucket,
@@ -224,8 +214,9 @@ class ConversationGenerator:
             validation_warnings=list(parsed.warnings),
         )
         try:
-            async with self._db.connection() as conn:
-                pk, created_at = await conversations.insert_and_finish_claim(conn, new, owner=self._claims.owner)
+            async with self._db.transaction() as conn:
+                pk, created_at = await conversations.insert(conn, new)
+                await claim_store.finish(conn, request.request_id, self._claims.owner, pk)
         except asyncpg.UniqueViolationError:
             # Our lease lapsed and another call stored this request_id first: theirs is the answer.
             async with self._db.connection() as conn:
@@ -274,7 +265,7 @@ class ConversationGenerator:
             persona_id=attempt.subject.persona.id,
             emotional_arc_id=attempt.subject.arc.id,
             training_topic_id=attempt.subject.topic.id,
-            tier=attempt.request.tier.value,
+            tier=attempt.subject.tier.value,
             template_id=attempt.template.id,
             step=step,
             error_code=status_code_for(error).name,
@@ -321,7 +312,7 @@ def _final_document(attempt: _Attempt, parsed: ParsedConversation, response: Mod
             },
             "emotional_arc": {"id": str(subject.arc.id), "key": subject.arc.arc_key, "name": subject.arc.name},
             "training_topic": {"id": str(subject.topic.id), "key": subject.topic.topic_key, "name": subject.topic.name},
-            "tier": attempt.request.tier.value,
+            "tier": attempt.subject.tier.value,
             "template": {"id": str(attempt.template.id), "name": attempt.template.template_name},
         },
         "generation": {

@@ -138,11 +138,6 @@ class RatePacer:
         self._cooldown_until = 0.0
 
     @property
-    def interval(self) -> float:
-        """Seconds between request starts; 0 when unpaced."""
-        return self._interval
-
-    @property
     def limits(self) -> dict[str, int]:
         """The per-minute limits in force (0 = none known): requests, input-tokens, output-tokens."""
         return {
