@@ -9,7 +9,16 @@ from convgen.catalog.selection import select_template
 
 
 def template(name: str, arc_key: str, tier: Tier, *, active: bool = True) -> PromptTemplate:
-    return PromptTemplate(uuid.uuid4(), name, tier, arc_key, "text", (), active)
+    return PromptTemplate(
+        id=uuid.uuid4(),
+        template_name=name,
+        tier=tier,
+        arc_key=arc_key,
+        template_text="text",
+        topic_text="topic",
+        placeholders=(),
+        active=active,
+    )
 
 
 def test_an_active_template_of_the_arc_and_tier_wins_over_the_arc_alone() -> None:
