@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 from batch_service import converters, transitions
 from batch_service.domain import JobRow, JobState, job_not_found
 from batch_service.engine import BatchEngine
 from batch_service.event_feed import JobFeeds
+from batch_service.generation_client import GenerationClient, GenerationFailed
 from batch_service.job_log import LogUploader, render
 from batch_service.request_parsing import (
     BatchLimits,
@@ -17,6 +19,7 @@ from batch_service.request_parsing import (
     parse_list_items,
     parse_list_jobs,
     parse_retry,
+    parse_update,
 )
 from batch_service.store import items, jobs
 from batch_service.watch import watch_job
@@ -27,6 +30,7 @@ from convgen.db.database import Connection, Database
 from convgen.errors import FailedPrecondition, InvalidArgument, NotFound
 from convgen.logging_setup import log_context
 from convgen.paging import encode_token, fit_page
+from convgen.pricing import MICRO_DOLLAR
 from convgen.rpc.convert import blob_location
 from convgen.rpc.server import Context
 from convgen.v1 import batch_pb2, batch_pb2_grpc
@@ -43,12 +47,15 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self,
         db: Database,
         engine: BatchEngine,
+        *,
+        generation: GenerationClient,
         feeds: JobFeeds,
         logs: LogUploader,
         limits: BatchLimits,
     ) -> None:
         self._db = db
         self._engine = engine
+        self._generation = generation
         self._feeds = feeds
         self._logs = logs
         self._limits = limits
@@ -59,8 +66,33 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def CreateBatchJob(self, request: batch_pb2.CreateBatchJobRequest, context: Context) -> batch_pb2.BatchJob:
         creation = parse_create_job(request, self._limits)
         await self._check_references(creation.parameters)
-        job, created = await transitions.create_job(self._db, creation.job, creation.parameters)
+        new = creation.job
+        if not creation.validate_only and new.max_cost_usd is None:
+            job, created = await transitions.create_job(self._db, new, creation.parameters)
+        else:
+            try:
+                estimated = await self._generation.estimate(creation.parameters, concurrency=new.concurrency)
+            except GenerationFailed as failure:
+                raise failure.as_error("estimating the job's cost") from failure
+            if creation.validate_only:
+                return converters.job_preview(new, estimated.estimate)
+            if estimated.estimate.cost_unknown:
+                raise FailedPrecondition(
+                    f"max_cost_usd needs the job's cost, and the price table does not know model "
+                    f"{estimated.estimate.model}: add it to a price table (MODEL_PRICE_TABLE_FILE) or leave the "
+                    "budget unset",
+                    reason="COST_UNKNOWN",
+                )
+            reservations = [Decimal(repr(r)).quantize(MICRO_DOLLAR) for r in estimated.reservation_usd]
+            job, created = await transitions.create_job(self._db, new, creation.parameters, reservations)
         if created and job.state is JobState.RUNNING:
+            self._engine.wake()
+        return self._job(job)
+
+    async def UpdateBatchJob(self, request: batch_pb2.UpdateBatchJobRequest, context: Context) -> batch_pb2.BatchJob:
+        update = parse_update(request, self._limits)
+        job = await transitions.update(self._db, update.job_id, update.change)
+        if job.state is JobState.RUNNING:
             self._engine.wake()
         return self._job(job)
 

@@ -83,6 +83,7 @@ class BatchApp:
                 retry_base_seconds=settings.batch_retry_base_seconds,
                 retry_max_seconds=settings.batch_retry_max_seconds,
                 max_lease_recoveries=settings.batch_max_lease_recoveries,
+                breaker_failures=settings.batch_breaker_failures,
             ),
         )
         notifications = Notifications(handle.dsn, on_work=engine.wake)
@@ -95,9 +96,10 @@ class BatchApp:
             BatchServicer(
                 handle.db,
                 engine,
-                feeds,
-                logs,
-                BatchLimits(
+                generation=client,
+                feeds=feeds,
+                logs=logs,
+                limits=BatchLimits(
                     max_items=settings.batch_max_items,
                     default_concurrency=settings.batch_default_concurrency,
                     max_concurrency=settings.batch_max_concurrency,

@@ -6,10 +6,22 @@ from datetime import timedelta
 
 from google.protobuf import duration_pb2
 
-from batch_service.domain import Counters, ErrorPolicy, EventKind, EventRow, ItemRow, ItemState, JobRow, JobState, Usage
+from batch_service.domain import (
+    Counters,
+    ErrorPolicy,
+    EventKind,
+    EventRow,
+    ItemRow,
+    ItemState,
+    JobRow,
+    JobState,
+    NewJob,
+    StateReason,
+    Usage,
+)
 from convgen.blobs import BlobRef
 from convgen.errors import InvalidArgument
-from convgen.rpc.convert import blob_location, parameters_to_proto, timestamp
+from convgen.rpc.convert import blob_location, cost_breakdown, parameters_to_proto, timestamp
 from convgen.v1 import batch_pb2, common_pb2
 
 JOB_STATE_TO_PROTO: dict[JobState, batch_pb2.BatchJobState.ValueType] = {
@@ -78,13 +90,20 @@ def error_policy(field: str, value: int) -> ErrorPolicy:
 
 
 def usage(u: Usage) -> common_pb2.TokenUsage:
-    """A TokenUsage message."""
+    """A TokenUsage message, with the cache writes of each TTL."""
     return common_pb2.TokenUsage(
         input_tokens=u.input_tokens,
         output_tokens=u.output_tokens,
         cache_creation_input_tokens=u.cache_creation_input_tokens,
         cache_read_input_tokens=u.cache_read_input_tokens,
+        cache_creation_5m_input_tokens=u.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens=u.cache_creation_1h_input_tokens,
     )
+
+
+def state_reason(reason: StateReason | None) -> batch_pb2.BatchJobStateReason | None:
+    """A BatchJobStateReason message, or None."""
+    return None if reason is None else batch_pb2.BatchJobStateReason(reason=reason.reason, message=reason.message)
 
 
 def counters(c: Counters) -> batch_pb2.BatchJobCounters:
@@ -117,6 +136,12 @@ def batch_job(job: JobRow, log: BlobRef) -> batch_pb2.BatchJob:
         error_policy=POLICY_TO_PROTO[job.error_policy],
         usage=usage(job.usage),
         cost_usd=float(job.usage.cost_usd),
+        cost_breakdown=cost_breakdown(job.usage.cost_by_kind),
+        cache_hit_ratio=job.usage.cache_hit_ratio,
+        unpriced_items=job.usage.unpriced_conversations,
+        max_cost_usd=float(job.budget.max_cost_usd) if job.budget.max_cost_usd is not None else None,
+        reserved_cost_usd=float(job.budget.reserved_cost_usd),
+        state_reason=state_reason(job.state_reason),
         created_at=timestamp(job.created_at),
         started_at=timestamp(job.started_at),
         finished_at=timestamp(job.finished_at),
@@ -146,6 +171,8 @@ def batch_item(item: ItemRow) -> batch_pb2.BatchItem:
         finished_at=timestamp(item.finished_at),
         usage=usage(item.usage),
         cost_usd=float(item.usage.cost_usd),
+        cost_breakdown=cost_breakdown(item.usage.cost_by_kind),
+        cost_unknown=item.usage.unpriced_conversations > 0,
     )
 
 
@@ -167,6 +194,7 @@ def event(e: EventRow) -> batch_pb2.BatchJobEvent:
                 ),
                 state=JOB_STATE_TO_PROTO[e.job_state],
                 reason=e.message,
+                state_reason=state_reason(e.state_reason),
             )
         )
         return message
@@ -197,4 +225,20 @@ def snapshot(job: JobRow, log: BlobRef, sequence: int) -> batch_pb2.BatchJobEven
         counters=counters(job.counters),
         job_state=JOB_STATE_TO_PROTO[job.state],
         snapshot=batch_job(job, log),
+    )
+
+
+def job_preview(new: NewJob, estimate: common_pb2.CostEstimate) -> batch_pb2.BatchJob:
+    """What CreateBatchJob with validate_only answers: the job as it would be (no id, no state), and its estimate."""
+    return batch_pb2.BatchJob(
+        name=new.name,
+        total_items=new.total_items,
+        queued_items=new.total_items,
+        concurrency=new.concurrency,
+        max_attempts=new.max_attempts,
+        error_policy=POLICY_TO_PROTO[new.error_policy],
+        request_id=new.request_id or "",
+        created_by=str(new.created_by),
+        max_cost_usd=float(new.max_cost_usd) if new.max_cost_usd is not None else None,
+        estimate=estimate,
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from convgen.catalog.models import GenerationParameters
 from convgen.errors import NotFound
+from convgen.pricing import CostByKind
 
 
 class JobState(StrEnum):
@@ -115,21 +116,48 @@ class CounterDelta:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token and cost totals."""
+    """Tokens and cost by kind: of one item's conversation, or summed over a job's completed items.
+
+    The field names are the columns batch_jobs and batch_items share with conversations; unpriced_conversations
+    counts the conversations whose model the price table did not know (their cost is not in cost_usd).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
+    cache_creation_5m_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    input_cost_usd: Decimal = Decimal(0)
+    output_cost_usd: Decimal = Decimal(0)
+    cache_write_5m_cost_usd: Decimal = Decimal(0)
+    cache_write_1h_cost_usd: Decimal = Decimal(0)
+    cache_read_cost_usd: Decimal = Decimal(0)
+    unpriced_conversations: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
-            self.cache_read_input_tokens + other.cache_read_input_tokens,
-            self.cost_usd + other.cost_usd,
+        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Usage)))
+
+    @property
+    def cache_creation_input_tokens(self) -> int:
+        """Tokens written to the prompt cache, both TTLs."""
+        return self.cache_creation_5m_input_tokens + self.cache_creation_1h_input_tokens
+
+    @property
+    def cache_hit_ratio(self) -> float:
+        """Cache reads ÷ (cache reads + cache writes + uncached input); 0 before any input."""
+        prompt = self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+        return self.cache_read_input_tokens / prompt if prompt else 0.0
+
+    @property
+    def cost_by_kind(self) -> CostByKind:
+        """The cost split by kind of token."""
+        return CostByKind(
+            input=self.input_cost_usd,
+            output=self.output_cost_usd,
+            cache_write_5m=self.cache_write_5m_cost_usd,
+            cache_write_1h=self.cache_write_1h_cost_usd,
+            cache_read=self.cache_read_cost_usd,
         )
 
 
@@ -145,6 +173,7 @@ class NewJob:
     concurrency: int
     max_attempts: int
     total_items: int
+    max_cost_usd: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +185,46 @@ class Completion:
     conversation_pk: uuid.UUID
     conversation_business_key: uuid.UUID
     usage: Usage
+
+
+@dataclass(frozen=True)
+class StateReason:
+    """Why a job put itself in its state: a reason code (BUDGET_EXHAUSTED, or the breaker's) and the message."""
+
+    reason: str
+    message: str
+
+
+# The reason a job pauses itself with before its spend can pass its budget.
+BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+# Reasons of permanent failures that every item of a job would meet (the provider refuses the account, the model or
+# the prompt): the breaker pauses a job whose latest finished attempts all failed for one of them.
+BREAKER_REASONS = frozenset(
+    {
+        "MODEL_AUTHENTICATION_FAILED",
+        "MODEL_PERMISSION_DENIED",
+        "MODEL_NOT_FOUND",
+        "MODEL_CREDIT_EXHAUSTED",
+        "MODEL_PAYMENT_REQUIRED",
+        "MODEL_REQUEST_REJECTED",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A job's budget: the limit (None: no budget), what its items in flight hold of it."""
+
+    max_cost_usd: Decimal | None
+    reserved_cost_usd: Decimal
+
+
+@dataclass(frozen=True)
+class FailureStreak:
+    """The reason shared by a job's latest finished attempts, all permanent failures, and how many they are."""
+
+    reason: str | None
+    count: int
 
 
 @dataclass(frozen=True)
@@ -173,6 +242,9 @@ class JobRow:
     max_attempts: int
     counters: Counters
     usage: Usage
+    budget: Budget
+    state_reason: StateReason | None
+    failure_streak: FailureStreak
     last_sequence: int
     terminal_sequence: int
     log_uploaded_sequence: int
@@ -205,6 +277,8 @@ class ItemRow:
     # the other statements return the item alone and leave it None.
     conversation_business_key: uuid.UUID | None
     usage: Usage
+    # What the item holds of its job's budget while processing: its estimated cost (0 without a budget).
+    reserved_cost_usd: Decimal
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -233,6 +307,7 @@ class EventRow:
     error_message: str | None
     retry_delay_ms: int | None
     message: str
+    state_reason: StateReason | None
     counters: Counters
     created_at: datetime
 

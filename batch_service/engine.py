@@ -38,6 +38,8 @@ class EngineConfig:
     retry_base_seconds: float
     retry_max_seconds: float
     max_lease_recoveries: int
+    # The breaker: a job pauses after this many finished attempts in a row failed for one provider-side reason.
+    breaker_failures: int = 10
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,13 @@ class BatchEngine:
             message = f"generation failed: {failure.describe()}"
         return await self._record(
             lambda: transitions.fail_item(
-                self._db, item, owner=self.owner, error_code=failure.code, error_message=message
+                self._db,
+                item,
+                owner=self.owner,
+                error_code=failure.code,
+                error_message=message,
+                reason=failure.reason,
+                breaker_failures=self._config.breaker_failures,
             )
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -13,9 +14,11 @@ from grpc_status import rpc_status
 
 from batch_service.domain import Usage
 from convgen.catalog.models import GenerationParameters
+from convgen.errors import ConvgenError
+from convgen.pricing import MICRO_DOLLAR
 from convgen.rpc.channel import channel_options
 from convgen.rpc.convert import parameters_to_proto
-from convgen.rpc.status import ERROR_DOMAIN
+from convgen.rpc.status import ERROR_DOMAIN, error_for
 from convgen.settings import Settings
 from convgen.v1 import generation_pb2, generation_pb2_grpc
 
@@ -52,10 +55,13 @@ class GenerationFailed(Exception):
         transient: bool,
         retry_after: float | None,
         unreachable: bool = False,
+        reason: str = "",
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # The generation service's ErrorInfo reason (MODEL_AUTHENTICATION_FAILED, ...); empty from elsewhere.
+        self.reason = reason
         self.step = step
         self.transient = transient
         self.retry_after = retry_after
@@ -66,6 +72,10 @@ class GenerationFailed(Exception):
         """CODE (step X): message."""
         step = f" (step {self.step})" if self.step else ""
         return f"{self.code}{step}: {self.message}"
+
+    def as_error(self, doing: str) -> ConvgenError:
+        """This failure as a convgen error with the same status code and reason, saying what was being done."""
+        return error_for(grpc.StatusCode[self.code], f"{doing} failed: {self.describe()}", reason=self.reason or None)
 
 
 def generation_channel_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -120,18 +130,45 @@ class GenerationClient:
             )
         except grpc.aio.AioRpcError as error:
             raise classify(error) from error
-        usage = response.usage
         return Generated(
-            pk=uuid.UUID(response.pk),
-            business_key=uuid.UUID(response.business_key),
-            usage=Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                cache_read_input_tokens=usage.cache_read_input_tokens,
-                cost_usd=Decimal(str(response.cost_usd)),
-            ),
+            pk=uuid.UUID(response.pk), business_key=uuid.UUID(response.business_key), usage=conversation_usage(response)
         )
+
+    async def estimate(
+        self, parameters: Sequence[GenerationParameters], *, concurrency: int
+    ) -> generation_pb2.EstimateConversationsResponse:
+        """The generation service's estimate of these items in this order (EstimateConversations)."""
+        request = generation_pb2.EstimateConversationsRequest(
+            parameters=[parameters_to_proto(p) for p in parameters], concurrency=concurrency
+        )
+        try:
+            return await self._stub.EstimateConversations(request, timeout=self._deadline, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise classify(error) from error
+
+
+def conversation_usage(stored: generation_pb2.StoredConversation) -> Usage:
+    """An item's usage from its stored conversation (the cost of an unpriced one counts nowhere but its flag)."""
+    tokens, cost = stored.usage, stored.cost_breakdown
+    return Usage(
+        input_tokens=tokens.input_tokens,
+        output_tokens=tokens.output_tokens,
+        cache_creation_5m_input_tokens=tokens.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens=tokens.cache_creation_1h_input_tokens,
+        cache_read_input_tokens=tokens.cache_read_input_tokens,
+        cost_usd=_usd(stored.cost_usd),
+        input_cost_usd=_usd(cost.input_usd),
+        output_cost_usd=_usd(cost.output_usd),
+        cache_write_5m_cost_usd=_usd(cost.cache_write_5m_usd),
+        cache_write_1h_cost_usd=_usd(cost.cache_write_1h_usd),
+        cache_read_cost_usd=_usd(cost.cache_read_usd),
+        unpriced_conversations=1 if stored.cost_unknown else 0,
+    )
+
+
+def _usd(value: float) -> Decimal:
+    """A dollar amount sent as a double, back to the micro-dollar decimal it was (repr round-trips it)."""
+    return Decimal(repr(value)).quantize(MICRO_DOLLAR)
 
 
 def classify(error: grpc.aio.AioRpcError) -> GenerationFailed:
@@ -139,6 +176,7 @@ def classify(error: grpc.aio.AioRpcError) -> GenerationFailed:
     code = error.code()
     message = error.details() or "(no message)"
     step: str | None = None
+    reason = ""
     retry_after: float | None = None
     from_service = False
     try:
@@ -152,6 +190,7 @@ def classify(error: grpc.aio.AioRpcError) -> GenerationFailed:
                 detail.Unpack(info)
                 step = info.metadata.get("step") or None
                 from_service = info.domain == ERROR_DOMAIN
+                reason = info.reason if from_service else ""
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
@@ -168,4 +207,5 @@ def classify(error: grpc.aio.AioRpcError) -> GenerationFailed:
         transient=code in TRANSIENT_CODES,
         retry_after=retry_after,
         unreachable=unreachable,
+        reason=reason,
     )

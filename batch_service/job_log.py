@@ -25,12 +25,16 @@ def log_key(job_id: uuid.UUID) -> str:
 
 
 def summary_line(job: JobRow) -> str:
-    """The final summary: counts, tokens and cost."""
+    """The final summary: counts, tokens and cost by kind, the cache hit ratio, and what could not be priced."""
     c, u = job.counters, job.usage
+    unpriced = f" (not counting {u.unpriced_conversations} of unknown price)" if u.unpriced_conversations else ""
     return (
         f"summary: {c.total} items: {c.completed} completed, {c.failed} failed, {c.cancelled} cancelled; "
-        f"tokens: input {u.input_tokens}, output {u.output_tokens}, cache write {u.cache_creation_input_tokens}, "
-        f"cache read {u.cache_read_input_tokens}; cost ${u.cost_usd:.6f}"
+        f"tokens: input {u.input_tokens}, output {u.output_tokens}, cache write {u.cache_creation_5m_input_tokens} "
+        f"(5m) + {u.cache_creation_1h_input_tokens} (1h), cache read {u.cache_read_input_tokens}; "
+        f"cache hit ratio {u.cache_hit_ratio:.3f}; cost ${u.cost_usd:.6f}{unpriced}: input ${u.input_cost_usd:.6f}, "
+        f"output ${u.output_cost_usd:.6f}, cache write ${u.cache_write_5m_cost_usd + u.cache_write_1h_cost_usd:.6f}, "
+        f"cache read ${u.cache_read_cost_usd:.6f}"
     )
 
 

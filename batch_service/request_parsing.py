@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import math
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from batch_service import converters
 from batch_service.domain import ItemState, JobState, NewJob
+from batch_service.transitions import JobUpdate
 from convgen.catalog.models import NIL_UUID, GenerationParameters
 from convgen.errors import InvalidArgument
 from convgen.paging import decode_token, position_int, position_timestamp, position_uuid
+from convgen.pricing import MICRO_DOLLAR
 from convgen.rpc.convert import parameters_from_proto, tier_from_proto
 from convgen.v1 import batch_pb2, common_pb2
 from convgen.validation import (
@@ -54,6 +58,21 @@ class JobCreation:
 
     job: NewJob
     parameters: list[GenerationParameters]
+    # Estimate the job and write nothing (AIP-163).
+    validate_only: bool = False
+
+
+@dataclass(frozen=True)
+class Update:
+    """A valid UpdateBatchJob request: the job and the changes its update mask names."""
+
+    job_id: uuid.UUID
+    change: JobUpdate
+
+
+# The largest budget a job may have (batch_jobs.max_cost_usd is NUMERIC(16, 6)).
+MAX_BUDGET_USD = Decimal(1_000_000_000)
+UPDATABLE_FIELDS = ("name", "concurrency", "max_cost_usd")
 
 
 @dataclass(frozen=True)
@@ -98,9 +117,10 @@ def parse_create_job(request: batch_pb2.CreateBatchJobRequest, limits: BatchLimi
         attempt(_bounded, "concurrency", request.concurrency, limits.default_concurrency, limits.max_concurrency),
         attempt(_bounded, "max_attempts", request.max_attempts, limits.default_max_attempts, MAX_ATTEMPTS_LIMIT),
         attempt(converters.error_policy, "error_policy", request.error_policy),
+        attempt(_budget, "max_cost_usd", request.max_cost_usd if request.HasField("max_cost_usd") else None),
     )
     selection = attempt(_selection, request, limits.max_items, MAX_VIOLATIONS_SCANNED - violation_count(fields))
-    name, request_id, created_by, concurrency, max_attempts, policy, parameters = valid(*fields, selection)
+    name, request_id, created_by, concurrency, max_attempts, policy, budget, parameters = valid(*fields, selection)
     auto_start = request.auto_start if request.HasField("auto_start") else True
     job = NewJob(
         name=name or f"batch {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
@@ -111,8 +131,54 @@ def parse_create_job(request: batch_pb2.CreateBatchJobRequest, limits: BatchLimi
         concurrency=concurrency,
         max_attempts=max_attempts,
         total_items=len(parameters),
+        max_cost_usd=budget,
     )
-    return JobCreation(job, parameters)
+    return JobCreation(job, parameters, validate_only=request.validate_only)
+
+
+def _budget(field: str, value: float | None) -> Decimal | None:
+    """A budget in US dollars, to the micro-dollar: 0 up to MAX_BUDGET_USD; None when unset."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or not 0 <= value <= MAX_BUDGET_USD:
+        raise InvalidArgument.for_field(field, f"must be between 0 and {MAX_BUDGET_USD} US dollars (got {value})")
+    return Decimal(repr(value)).quantize(MICRO_DOLLAR)
+
+
+def parse_update(request: batch_pb2.UpdateBatchJobRequest, limits: BatchLimits) -> Update:
+    """The job id and the fields the mask names, each checked as at creation."""
+    job = request.batch_job
+    paths = list(request.update_mask.paths)
+    unknown = [p for p in paths if p not in UPDATABLE_FIELDS]
+    job_id, _, name, concurrency, budget = valid(
+        attempt(require_uuid, "batch_job.id", job.id),
+        attempt(_mask, "update_mask.paths", paths, unknown),
+        attempt(check_text, "batch_job.name", job.name, max_length=MAX_NAME_LENGTH, required=True)
+        if "name" in paths
+        else None,
+        attempt(_bounded, "batch_job.concurrency", job.concurrency or -1, 1, limits.max_concurrency)
+        if "concurrency" in paths
+        else None,
+        attempt(_budget, "batch_job.max_cost_usd", job.max_cost_usd if job.HasField("max_cost_usd") else None)
+        if "max_cost_usd" in paths
+        else None,
+    )
+    change = JobUpdate(
+        name=name,
+        concurrency=concurrency,
+        max_cost_usd=budget,
+        clear_budget="max_cost_usd" in paths and budget is None,
+    )
+    return Update(job_id, change)
+
+
+def _mask(field: str, paths: Sequence[str], unknown: Sequence[str]) -> None:
+    if not paths:
+        raise InvalidArgument.for_field(field, f"is empty: name the fields to change ({', '.join(UPDATABLE_FIELDS)})")
+    if unknown:
+        raise InvalidArgument.for_field(
+            field, f"{', '.join(map(repr, unknown))} cannot be changed; the fields are {', '.join(UPDATABLE_FIELDS)}"
+        )
 
 
 def _bounded(field: str, value: int, default: int, maximum: int) -> int:

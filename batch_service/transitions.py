@@ -5,17 +5,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 
 from batch_service.domain import (
+    BREAKER_REASONS,
+    BUDGET_EXHAUSTED,
     Completion,
     CounterDelta,
     ErrorPolicy,
     EventKind,
+    FailureStreak,
     ItemRow,
     ItemState,
     JobRow,
     JobState,
     NewJob,
+    StateReason,
     Usage,
     job_not_found,
 )
@@ -77,9 +82,13 @@ async def _lock(conn: Connection, job_id: uuid.UUID) -> JobRow:
 async def _record_items(
     conn: Connection, job_id: uuid.UUID, changes: Sequence[ItemChange], *, usage: Usage | None = None
 ) -> JobRow:
-    """Applies the counter deltas of item changes and appends one event each (counters as of each event)."""
+    """Applies the counter deltas of item changes and appends one event each (counters as of each event).
+
+    An item holds its budget reservation exactly while it is processing: taken when a change moves it into
+    processing (a claim), given back when a change moves it out (any outcome)."""
     total = sum((change.delta for change in changes), CounterDelta())
-    job = await jobs.advance(conn, job_id, total, events=len(changes), usage=usage)
+    reserved = sum((change.delta.processing * change.item.reserved_cost_usd for change in changes), Decimal(0))
+    job = await jobs.advance(conn, job_id, total, events=len(changes), usage=usage, reserved=reserved)
     counters = (-total).applied_to(job.counters)
     sequence = job.last_sequence - len(changes)
     new_events = []
@@ -116,9 +125,12 @@ async def _change_state(
     *,
     stop_target: JobState | None = None,
     wake_workers: bool = False,
+    state_reason: StateReason | None = None,
 ) -> JobRow:
-    after = await jobs.change_state(conn, job.id, state, stop_target=stop_target)
+    after = await jobs.change_state(conn, job.id, state, stop_target=stop_target, reason=state_reason)
     message = f"job {job.state.value} → {state.value}: {reason}"
+    if state_reason is not None:
+        message += f" [{state_reason.reason}: {state_reason.message}]"
     if state.terminal:
         message += f"; {summary_line(after)}"
     await events.append(
@@ -132,11 +144,38 @@ async def _change_state(
                 previous_job_state=job.state,
                 counters=after.counters,
                 message=message,
+                state_reason=state_reason,
             )
         ],
         wake_workers=wake_workers,
     )
     return after
+
+
+async def _budget_blocks(conn: Connection, job: JobRow) -> StateReason | None:
+    """Why the job's next item may not start (its reservation does not fit what is left of the budget), or None."""
+    budget = job.budget
+    if budget.max_cost_usd is None or job.counters.queued == 0:
+        return None
+    following = await items.next_reservation(conn, job.id)
+    if following is None or job.usage.cost_usd + budget.reserved_cost_usd + following <= budget.max_cost_usd:
+        return None
+    return StateReason(
+        BUDGET_EXHAUSTED,
+        f"spent ${job.usage.cost_usd:.6f} of the ${budget.max_cost_usd:.6f} budget (max_cost_usd), "
+        f"${budget.reserved_cost_usd:.6f} held by items in flight; the next item's estimated cost "
+        f"${following:.6f} does not fit: raise max_cost_usd with UpdateBatchJob, then ResumeBatchJob",
+    )
+
+
+async def _pause_if_over_budget(conn: Connection, job: JobRow) -> JobRow:
+    """Pauses a running job, with reason BUDGET_EXHAUSTED, once its next item cannot start and none is in flight."""
+    if job.state is not JobState.RUNNING or job.counters.processing > 0:
+        return job
+    blocked = await _budget_blocks(conn, job)
+    if blocked is None:
+        return job
+    return await _change_state(conn, job, JobState.PAUSED, "the budget is exhausted", state_reason=blocked)
 
 
 async def _finish_if_done(conn: Connection, job: JobRow) -> tuple[JobRow, bool]:
@@ -177,8 +216,14 @@ async def _stop(conn: Connection, job: JobRow, target: JobState, reason: str) ->
 # --- creation -------------------------------------------------------------------------------------------------------
 
 
-async def create_job(db: Database, new: NewJob, parameters: Sequence[GenerationParameters]) -> tuple[JobRow, bool]:
-    """Creates a job, its items and its first event in one transaction; (job, created); a repeat gets the first."""
+async def create_job(
+    db: Database,
+    new: NewJob,
+    parameters: Sequence[GenerationParameters],
+    reservations: Sequence[Decimal] | None = None,
+) -> tuple[JobRow, bool]:
+    """Creates a job, its items (with their budget reservations) and its first event in one transaction;
+    (job, created); a repeat gets the first."""
     async with db.transaction() as conn:
         job = await jobs.insert(conn, new)
         if job is None:
@@ -186,7 +231,7 @@ async def create_job(db: Database, new: NewJob, parameters: Sequence[GenerationP
             existing = await jobs.get_by_request_id(conn, new.request_id)
             assert existing is not None
             return existing, False
-        await items.create_all(conn, job.id, parameters)
+        await items.create_all(conn, job.id, parameters, reservations)
         job = await jobs.advance(conn, job.id, CounterDelta(), events=1)
         await events.append(
             conn,
@@ -199,8 +244,9 @@ async def create_job(db: Database, new: NewJob, parameters: Sequence[GenerationP
                     counters=job.counters,
                     message=(
                         f"job created: {job.counters.total} items, concurrency {job.concurrency}, "
-                        f"max_attempts {job.max_attempts}, error policy {job.error_policy.value}; "
-                        f"state {job.state.value}"
+                        f"max_attempts {job.max_attempts}, error policy {job.error_policy.value}"
+                        + (f", budget ${new.max_cost_usd:.6f}" if new.max_cost_usd is not None else "")
+                        + f"; state {job.state.value}"
                     ),
                 )
             ],
@@ -235,9 +281,15 @@ async def claim(
             limit = min(limit, job.concurrency - job.counters.processing)
         if limit <= 0:
             return job, []
-        claimed = await items.claim(conn, job_id, owner=owner, lease_seconds=lease_seconds, limit=limit)
+        budget = job.budget
+        headroom = (
+            None if budget.max_cost_usd is None else budget.max_cost_usd - job.usage.cost_usd - budget.reserved_cost_usd
+        )
+        claimed = await items.claim(
+            conn, job_id, owner=owner, lease_seconds=lease_seconds, limit=limit, headroom=headroom
+        )
         if not claimed:
-            return job, []
+            return await _pause_if_over_budget(conn, job), []
         job = await _record_items(
             conn,
             job_id,
@@ -264,11 +316,9 @@ async def complete_items(
     """
     business_keys = {c.item_id: c.conversation_business_key for c in completions}
     async with db.transaction() as conn:
-        await _lock(conn, job_id)
+        job = await _lock(conn, job_id)
         done = await items.complete(conn, completions, owner=owner)
         if not done:
-            job = await jobs.get(conn, job_id)
-            assert job is not None
             return TransitionResult(job)
         done = [replace(item, conversation_business_key=business_keys[item.id]) for item in done]
         usage = sum((item.usage for item in done), Usage())
@@ -289,6 +339,8 @@ async def complete_items(
             ],
             usage=usage,
         )
+        if job.failure_streak.count:
+            job = await jobs.set_failure_streak(conn, job_id, FailureStreak(None, 0))
         job, terminal = await _finish_if_done(conn, job)
         return TransitionResult(job, done, became_terminal=terminal)
 
@@ -296,9 +348,11 @@ async def complete_items(
 async def retry_item_later(
     db: Database, item: ItemRow, *, owner: str, delay_seconds: float, error_code: str, error_message: str
 ) -> TransitionResult | None:
-    """Re-queues an item after a transient failure, due after the delay; None when the lease was lost."""
+    """Re-queues an item after a transient failure, due after the delay; None when the lease was lost.
+
+    A transient failure ends a failure streak: storms of 429/529/5xx never trip the breaker."""
     async with db.transaction() as conn:
-        await _lock(conn, item.job_id)
+        before = await _lock(conn, item.job_id)
         queued = await items.requeue(
             conn,
             item.id,
@@ -326,6 +380,8 @@ async def retry_item_later(
                 )
             ],
         )
+        if before.failure_streak.count:
+            job = await jobs.set_failure_streak(conn, item.job_id, FailureStreak(None, 0))
         return TransitionResult(job, [queued])
 
 
@@ -377,11 +433,26 @@ async def release_unreachable(
 
 
 async def fail_item(
-    db: Database, item: ItemRow, *, owner: str, error_code: str, error_message: str
+    db: Database,
+    item: ItemRow,
+    *,
+    owner: str,
+    error_code: str,
+    error_message: str,
+    reason: str = "",
+    breaker_failures: int | None = None,
 ) -> TransitionResult | None:
-    """Fails an item for good (and stops the job when its policy says so); None when the lease was lost."""
+    """Fails an item for good (and stops the job when its policy says so); None when the lease was lost.
+
+    The breaker: a permanent failure for a reason every item would meet (BREAKER_REASONS) extends the job's
+    failure streak; when breaker_failures attempts in a row failed for one reason the job pauses itself with it.
+    While it is paused so, items still in flight that fail for that reason go back to the queue instead.
+    """
     async with db.transaction() as conn:
-        await _lock(conn, item.job_id)
+        job = await _lock(conn, item.job_id)
+        paused_for_it = job.state is JobState.PAUSED and job.state_reason is not None
+        if paused_for_it and reason and job.state_reason is not None and job.state_reason.reason == reason:
+            return await _release_for_breaker(conn, item, owner=owner, error_code=error_code, reason=reason)
         failed = await items.fail(conn, item.id, owner=owner, error_code=error_code, error_message=error_message)
         if failed is None:
             return None
@@ -409,8 +480,51 @@ async def fail_item(
                 conn, job, JobState.FAILED, f"item #{failed.position} failed and the policy is stop_on_failure"
             )
             return TransitionResult(result.job, [failed], became_terminal=result.became_terminal)
+        job = await _count_failure(conn, job, reason, error_message, breaker_failures)
         job, terminal = await _finish_if_done(conn, job)
         return TransitionResult(job, [failed], became_terminal=terminal)
+
+
+async def _count_failure(
+    conn: Connection, job: JobRow, reason: str, error_message: str, breaker_failures: int | None
+) -> JobRow:
+    """Extends (or ends) the job's failure streak; trips the breaker at breaker_failures."""
+    streak = job.failure_streak
+    if reason in BREAKER_REASONS:
+        streak = FailureStreak(reason, streak.count + 1 if streak.reason == reason else 1)
+    else:
+        streak = FailureStreak(None, 0)
+    if streak != job.failure_streak:
+        job = await jobs.set_failure_streak(conn, job.id, streak)
+    if breaker_failures is None or streak.count < breaker_failures or job.state is not JobState.RUNNING:
+        return job
+    assert streak.reason is not None
+    why = StateReason(streak.reason, f"the last {streak.count} finished attempts all failed: {error_message}")
+    return await _change_state(
+        conn,
+        job,
+        JobState.PAUSED,
+        f"paused by the breaker ({streak.count} permanent failures in a row)",
+        state_reason=why,
+    )
+
+
+async def _release_for_breaker(
+    conn: Connection, item: ItemRow, *, owner: str, error_code: str, reason: str
+) -> TransitionResult | None:
+    """Puts back in the queue, without using an attempt, an item that failed for the reason its job paused for."""
+    message = f"the job is paused for {reason}: put back to run again when the job resumes"
+    released = await items.requeue(
+        conn, item.id, owner=owner, delay_seconds=0, error_code=error_code, error_message=message, spend_attempt=False
+    )
+    if released is None:
+        return None
+    job = await _record_items(
+        conn,
+        item.job_id,
+        [ItemChange(released, EventKind.RELEASED, _REQUEUE, error_code=error_code, message=f"released: {message}")],
+    )
+    return TransitionResult(job, [released])
 
 
 async def release_owned(db: Database, job_id: uuid.UUID, *, owner: str, reason: str) -> TransitionResult:
@@ -478,8 +592,77 @@ async def resume(db: Database, job_id: uuid.UUID) -> JobRow:
         allowed = (JobState.QUEUED, JobState.PAUSED)
         if job.state not in allowed:
             raise _wrong_state(job, "resume", allowed)
+        blocked = await _budget_blocks(conn, job) if job.counters.processing == 0 else None
+        if blocked is not None:
+            raise FailedPrecondition(f"cannot resume batch job {job.id}: {blocked.message}", reason=BUDGET_EXHAUSTED)
         reason = "started by request" if job.state is JobState.QUEUED else "resumed by request"
         return await _change_state(conn, job, JobState.RUNNING, reason, wake_workers=True)
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """What UpdateBatchJob changes: each field is None when its path is not in the update mask."""
+
+    name: str | None = None
+    concurrency: int | None = None
+    # The new budget; `clear_budget` removes it.
+    max_cost_usd: Decimal | None = None
+    clear_budget: bool = False
+
+
+async def update(db: Database, job_id: uuid.UUID, change: JobUpdate) -> JobRow:
+    """Applies an UpdateBatchJob field mask to a job that has not ended, and records it in the job's log."""
+    async with db.transaction() as conn:
+        job = await _lock(conn, job_id)
+        if job.state.terminal or job.state is JobState.STOPPING:
+            allowed = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
+            raise _wrong_state(job, "update", allowed)
+        if change.max_cost_usd is not None and job.budget.max_cost_usd is None and job.counters.queued:
+            raise FailedPrecondition(
+                f"batch job {job.id} was created without max_cost_usd, so its items hold no cost estimate to "
+                "reserve: a budget can be set at creation only",
+                reason="NO_BUDGET_RESERVATIONS",
+            )
+        budget = None if change.clear_budget else (change.max_cost_usd or job.budget.max_cost_usd)
+        after = await jobs.update(
+            conn,
+            job.id,
+            name=change.name if change.name is not None else job.name,
+            concurrency=change.concurrency or job.concurrency,
+            max_cost_usd=budget,
+        )
+        said = [
+            f"{what} {before} → {now}"
+            for what, before, now in (
+                ("name", job.name, after.name),
+                ("concurrency", job.concurrency, after.concurrency),
+                ("max_cost_usd", _usd(job.budget.max_cost_usd), _usd(after.budget.max_cost_usd)),
+            )
+            if before != now
+        ]
+        if not said:
+            return after
+        after = await jobs.advance(conn, job.id, CounterDelta(), events=1)
+        await events.append(
+            conn,
+            job.id,
+            [
+                NewEvent(
+                    sequence=after.last_sequence,
+                    kind=EventKind.JOB,
+                    job_state=after.state,
+                    previous_job_state=after.state,
+                    counters=after.counters,
+                    message=f"job updated: {'; '.join(said)}",
+                )
+            ],
+            wake_workers=after.state is JobState.RUNNING,
+        )
+        return after
+
+
+def _usd(amount: Decimal | None) -> str:
+    return "none" if amount is None else f"${amount:.6f}"
 
 
 async def cancel(db: Database, job_id: uuid.UUID) -> TransitionResult:

@@ -24,6 +24,7 @@ T4 = TypeVar("T4")
 T5 = TypeVar("T5")
 T6 = TypeVar("T6")
 T7 = TypeVar("T7")
+T8 = TypeVar("T8")
 
 # What `attempt` returns: the parsed value, or the error that names the bad field.
 Parsed: TypeAlias = T | InvalidArgument
@@ -122,6 +123,18 @@ def valid(
     _r7: Parsed[T7],
     /,
 ) -> tuple[T1, T2, T3, T4, T5, T6, T7]: ...
+@overload
+def valid(
+    _r1: Parsed[T1],
+    _r2: Parsed[T2],
+    _r3: Parsed[T3],
+    _r4: Parsed[T4],
+    _r5: Parsed[T5],
+    _r6: Parsed[T6],
+    _r7: Parsed[T7],
+    _r8: Parsed[T8],
+    /,
+) -> tuple[T1, T2, T3, T4, T5, T6, T7, T8]: ...
 def valid(*results: Any) -> Any:
     """The parsed values in order; when any parser failed, one InvalidArgument naming every violation."""
     raise_violations(r for r in results if isinstance(r, InvalidArgument))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from batch_service.domain import Counters, EventKind, EventRow, ItemState, JobState
+from batch_service.domain import Counters, EventKind, EventRow, ItemState, JobState, StateReason
 from convgen.db.database import Connection
 
 # NOTIFY channel; payloads are "job_id:sequence" (ids only, never content).
@@ -36,6 +36,7 @@ class NewEvent:
     error_message: str | None = None
     retry_delay_ms: int | None = None
     message: str = ""
+    state_reason: StateReason | None = None
 
 
 def event_row(r: asyncpg.Record) -> EventRow:
@@ -56,6 +57,7 @@ def event_row(r: asyncpg.Record) -> EventRow:
         error_message=r["error_message"],
         retry_delay_ms=r["retry_delay_ms"],
         message=r["message"],
+        state_reason=StateReason(r["state_reason"], r["state_message"] or "") if r["state_reason"] else None,
         counters=Counters(
             total=r["queued_items"]
             + r["processing_items"]
@@ -89,11 +91,12 @@ async def append(
             INSERT INTO batch_job_events (
                 batch_job_id, sequence, kind, job_state, previous_job_state, item_id, position, item_state, attempt,
                 conversation_pk, conversation_business_key, error_code, error_message, retry_delay_ms, message,
-                queued_items, processing_items, completed_items, failed_items, cancelled_items)
+                queued_items, processing_items, completed_items, failed_items, cancelled_items, state_reason,
+                state_message)
             SELECT $1, * FROM unnest(
                 $2::bigint[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::int[], $8::text[], $9::int[],
                 $10::uuid[], $11::uuid[], $12::text[], $13::text[], $14::bigint[], $15::text[],
-                $16::int[], $17::int[], $18::int[], $19::int[], $20::int[])
+                $16::int[], $17::int[], $18::int[], $19::int[], $20::int[], $24::text[], $25::text[])
             RETURNING sequence
         )
         SELECT pg_notify($21, $1::text || ':' || max(sequence)),
@@ -123,6 +126,8 @@ async def append(
         EVENTS_CHANNEL,
         wake_workers,
         WORK_CHANNEL,
+        [e.state_reason.reason if e.state_reason else None for e in events],
+        [e.state_reason.message if e.state_reason else None for e in events],
     )
 
 

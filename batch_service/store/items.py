@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 
 import asyncpg
 
 from batch_service.domain import Completion, ItemRow, ItemState
-from batch_service.store.usage_columns import usage_of
+from batch_service.store.usage_columns import USAGE_ARRAY_TYPES, USAGE_COLUMNS, usage_of
 from convgen.catalog.models import GenerationParameters, Tier
 from convgen.db.database import Connection
 
-_COLUMNS = """
-    i.id, i.batch_job_id, i.position, i.persona_id, i.emotional_arc_id, i.training_topic_id, i.tier, i.template_id,
-    i.status, i.run, i.attempts, i.error_code, i.error_message, i.conversation_id,
-    i.input_tokens, i.output_tokens, i.cache_creation_input_tokens, i.cache_read_input_tokens, i.cost_usd,
-    i.started_at, i.finished_at
-"""
+_ITEM_COLUMNS = (
+    "id",
+    "batch_job_id",
+    "position",
+    "persona_id",
+    "emotional_arc_id",
+    "training_topic_id",
+    "tier",
+    "template_id",
+    "status",
+    "run",
+    "attempts",
+    "error_code",
+    "error_message",
+    "conversation_id",
+    *USAGE_COLUMNS,
+    "reserved_cost_usd",
+    "started_at",
+    "finished_at",
+)
+_COLUMNS = ", ".join(f"i.{column}" for column in _ITEM_COLUMNS)
 # RETURNING cannot join, so outcome statements return the item alone; the business key is added by the caller.
-_RETURNING = """
-    RETURNING id, batch_job_id, position, persona_id, emotional_arc_id, training_topic_id, tier, template_id,
-              status, run, attempts, error_code, error_message, conversation_id,
-              input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
-              started_at, finished_at
-"""
+_RETURNING = " RETURNING " + ", ".join(_ITEM_COLUMNS)
+# complete() sets each usage column from one unnested array: `column = v.column`.
+_USAGE_FROM_VALUES = ", ".join(f"{column} = v.{column}" for column in USAGE_COLUMNS)
+_USAGE_ARRAYS = ", ".join(f"${n}::{kind}" for n, kind in enumerate(USAGE_ARRAY_TYPES, start=4))
 
 
 def item_row(r: asyncpg.Record) -> ItemRow:
@@ -48,44 +62,58 @@ def item_row(r: asyncpg.Record) -> ItemRow:
         conversation_pk=r["conversation_id"],
         conversation_business_key=r.get("business_key"),
         usage=usage_of(r),
+        reserved_cost_usd=r["reserved_cost_usd"],
         started_at=r["started_at"],
         finished_at=r["finished_at"],
     )
 
 
-async def create_all(conn: Connection, job_id: uuid.UUID, parameters: Sequence[GenerationParameters]) -> None:
-    """Inserts a job's items in position order with COPY (fast for 100,000 items)."""
-    await conn.copy_records_to_table(
-        "batch_items",
-        records=(
-            (job_id, position, p.persona_id, p.emotional_arc_id, p.training_topic_id, p.tier.value, p.template_id)
-            for position, p in enumerate(parameters)
-        ),
-        columns=[
-            "batch_job_id",
-            "position",
-            "persona_id",
-            "emotional_arc_id",
-            "training_topic_id",
-            "tier",
-            "template_id",
-        ],
+async def create_all(
+    conn: Connection,
+    job_id: uuid.UUID,
+    parameters: Sequence[GenerationParameters],
+    reservations: Sequence[Decimal] | None = None,
+) -> None:
+    """Inserts a job's items in position order with COPY (fast for 100,000 items), with their budget reservations."""
+    columns = ["batch_job_id", "position", "persona_id", "emotional_arc_id", "training_topic_id", "tier", "template_id"]
+    records: Iterable[tuple[object, ...]] = (
+        (job_id, position, p.persona_id, p.emotional_arc_id, p.training_topic_id, p.tier.value, p.template_id)
+        for position, p in enumerate(parameters)
     )
+    if reservations is not None:
+        columns.append("reserved_cost_usd")
+        records = ((*record, reserved) for record, reserved in zip(records, reservations, strict=True))
+    await conn.copy_records_to_table("batch_items", records=records, columns=columns)
 
 
-async def claim(conn: Connection, job_id: uuid.UUID, *, owner: str, lease_seconds: float, limit: int) -> list[ItemRow]:
-    """Moves up to `limit` due queued items of a job to processing under this owner's lease."""
+async def claim(
+    conn: Connection,
+    job_id: uuid.UUID,
+    *,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    headroom: Decimal | None = None,
+) -> list[ItemRow]:
+    """Moves up to `limit` due queued items of a job to processing under this owner's lease; with a headroom (what
+    is left of the job's budget), only the first items whose reservations together fit in it."""
     rows = await conn.fetch(
         """
         UPDATE batch_items SET
             status = 'processing', lease_owner = $2, lease_expires_at = clock_timestamp() + make_interval(secs => $3),
             attempts = attempts + 1, started_at = clock_timestamp()
         WHERE id IN (
-            SELECT id FROM batch_items
-            WHERE batch_job_id = $1 AND status = 'queued' AND next_attempt_at <= clock_timestamp()
-            ORDER BY next_attempt_at, position
-            LIMIT $4
-            FOR UPDATE SKIP LOCKED
+            SELECT id FROM (
+                SELECT id, sum(reserved_cost_usd) OVER (ORDER BY next_attempt_at, position) AS reserved_so_far
+                FROM (
+                    SELECT id, reserved_cost_usd, next_attempt_at, position FROM batch_items
+                    WHERE batch_job_id = $1 AND status = 'queued' AND next_attempt_at <= clock_timestamp()
+                    ORDER BY next_attempt_at, position
+                    LIMIT $4
+                    FOR UPDATE SKIP LOCKED
+                ) due
+            ) fitting
+            WHERE $5::numeric IS NULL OR reserved_so_far <= $5
         )
         """
         + _RETURNING,
@@ -93,32 +121,41 @@ async def claim(conn: Connection, job_id: uuid.UUID, *, owner: str, lease_second
         owner,
         lease_seconds,
         limit,
+        headroom,
     )
     return sorted((item_row(r) for r in rows), key=lambda i: i.position)
+
+
+async def next_reservation(conn: Connection, job_id: uuid.UUID) -> Decimal | None:
+    """The reservation of the item a claim would take next (due or not); None when nothing is queued."""
+    value: Decimal | None = await conn.fetchval(
+        """
+        SELECT reserved_cost_usd FROM batch_items
+        WHERE batch_job_id = $1 AND status = 'queued'
+        ORDER BY next_attempt_at, position
+        LIMIT 1
+        """,
+        job_id,
+    )
+    return value
 
 
 async def complete(conn: Connection, completions: Sequence[Completion], *, owner: str) -> list[ItemRow]:
     """Marks this owner's processing items completed, in one statement; items whose lease was lost are skipped."""
     rows = await conn.fetch(
-        """
+        f"""
         UPDATE batch_items SET
             status = 'completed', conversation_id = v.v_conversation_pk, finished_at = clock_timestamp(),
-            lease_owner = NULL, lease_expires_at = NULL, error_code = NULL, error_message = NULL,
-            input_tokens = v.v_input, output_tokens = v.v_output,
-            cache_creation_input_tokens = v.v_cache_write, cache_read_input_tokens = v.v_cache_read, cost_usd = v.v_cost
-        FROM unnest($2::uuid[], $3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::numeric[])
-            AS v(v_item_id, v_conversation_pk, v_input, v_output, v_cache_write, v_cache_read, v_cost)
+            lease_owner = NULL, lease_expires_at = NULL, error_code = NULL, error_message = NULL, {_USAGE_FROM_VALUES}
+        FROM unnest($2::uuid[], $3::uuid[], {_USAGE_ARRAYS})
+            AS v(v_item_id, v_conversation_pk, {", ".join(USAGE_COLUMNS)})
         WHERE batch_items.id = v.v_item_id AND batch_items.status = 'processing' AND batch_items.lease_owner = $1
         """
         + _RETURNING,
         owner,
         [c.item_id for c in completions],
         [c.conversation_pk for c in completions],
-        [c.usage.input_tokens for c in completions],
-        [c.usage.output_tokens for c in completions],
-        [c.usage.cache_creation_input_tokens for c in completions],
-        [c.usage.cache_read_input_tokens for c in completions],
-        [c.usage.cost_usd for c in completions],
+        *([getattr(c.usage, column) for c in completions] for column in USAGE_COLUMNS),
     )
     return sorted((item_row(r) for r in rows), key=lambda i: i.position)
 

@@ -5,12 +5,27 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 
-from batch_service.domain import CounterDelta, Counters, ErrorPolicy, JobRow, JobState, NewJob, Usage
-from batch_service.store.usage_columns import usage_of
+from batch_service.domain import (
+    Budget,
+    CounterDelta,
+    Counters,
+    ErrorPolicy,
+    FailureStreak,
+    JobRow,
+    JobState,
+    NewJob,
+    StateReason,
+    Usage,
+)
+from batch_service.store.usage_columns import USAGE_COLUMNS, usage_of
 from convgen.db.database import Connection
+
+# advance() adds one increment per usage column: `column = column + $n`, from $9 on.
+_USAGE_INCREMENTS = ", ".join(f"{column} = {column} + ${n}" for n, column in enumerate(USAGE_COLUMNS, start=9))
 
 
 def job_row(r: asyncpg.Record) -> JobRow:
@@ -34,6 +49,9 @@ def job_row(r: asyncpg.Record) -> JobRow:
             cancelled=r["cancelled_items"],
         ),
         usage=usage_of(r),
+        budget=Budget(max_cost_usd=r["max_cost_usd"], reserved_cost_usd=r["reserved_cost_usd"]),
+        state_reason=StateReason(r["state_reason"], r["state_message"] or "") if r["state_reason"] else None,
+        failure_streak=FailureStreak(r["failure_streak_reason"], r["failure_streak"]),
         last_sequence=r["last_sequence"],
         terminal_sequence=r["terminal_sequence"],
         log_uploaded_sequence=r["log_uploaded_sequence"],
@@ -49,8 +67,8 @@ async def insert(conn: Connection, job: NewJob) -> JobRow | None:
     row = await conn.fetchrow(
         """
         INSERT INTO batch_jobs (name, request_id, created_by, state, error_policy, concurrency, max_attempts,
-                                total_items, queued_items, started_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, CASE WHEN $4 = 'running' THEN clock_timestamp() END)
+                                total_items, queued_items, started_at, max_cost_usd)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, CASE WHEN $4 = 'running' THEN clock_timestamp() END, $9)
         ON CONFLICT (request_id) DO NOTHING
         RETURNING *
         """,
@@ -62,6 +80,7 @@ async def insert(conn: Connection, job: NewJob) -> JobRow | None:
         job.concurrency,
         job.max_attempts,
         job.total_items,
+        job.max_cost_usd,
     )
     return job_row(row) if row else None
 
@@ -85,24 +104,27 @@ async def lock(conn: Connection, job_id: uuid.UUID) -> JobRow | None:
 
 
 async def advance(
-    conn: Connection, job_id: uuid.UUID, delta: CounterDelta, *, events: int, usage: Usage | None = None
+    conn: Connection,
+    job_id: uuid.UUID,
+    delta: CounterDelta,
+    *,
+    events: int,
+    usage: Usage | None = None,
+    reserved: Decimal = Decimal(0),
 ) -> JobRow:
-    """Applies counter increments and reserves `events` sequence numbers; returns the job after."""
+    """Applies counter, usage and budget-reservation increments and reserves `events` sequence numbers."""
     u = usage or Usage()
     row = await conn.fetchrow(
-        """
+        f"""
         UPDATE batch_jobs SET
             queued_items = queued_items + $2,
             processing_items = processing_items + $3,
             completed_items = completed_items + $4,
             failed_items = failed_items + $5,
             cancelled_items = cancelled_items + $6,
-            input_tokens = input_tokens + $7,
-            output_tokens = output_tokens + $8,
-            cache_creation_input_tokens = cache_creation_input_tokens + $9,
-            cache_read_input_tokens = cache_read_input_tokens + $10,
-            cost_usd = cost_usd + $11,
-            last_sequence = last_sequence + $12,
+            last_sequence = last_sequence + $7,
+            reserved_cost_usd = reserved_cost_usd + $8,
+            {_USAGE_INCREMENTS},
             updated_at = clock_timestamp()
         WHERE id = $1
         RETURNING *
@@ -113,26 +135,33 @@ async def advance(
         delta.completed,
         delta.failed,
         delta.cancelled,
-        u.input_tokens,
-        u.output_tokens,
-        u.cache_creation_input_tokens,
-        u.cache_read_input_tokens,
-        u.cost_usd,
         events,
+        reserved,
+        *(getattr(u, column) for column in USAGE_COLUMNS),
     )
     assert row is not None, f"job {job_id} vanished inside its own transaction"
     return job_row(row)
 
 
 async def change_state(
-    conn: Connection, job_id: uuid.UUID, state: JobState, *, stop_target: JobState | None = None
+    conn: Connection,
+    job_id: uuid.UUID,
+    state: JobState,
+    *,
+    stop_target: JobState | None = None,
+    reason: StateReason | None = None,
 ) -> JobRow:
-    """Moves the job to a state and reserves one sequence number for the state-change event."""
+    """Moves the job to a state (saying why when the job moved itself) and reserves one sequence number for the
+    state-change event; a new state starts a new failure streak."""
     row = await conn.fetchrow(
         """
         UPDATE batch_jobs SET
             state = $2,
             stop_target = $3,
+            state_reason = $4,
+            state_message = $5,
+            failure_streak_reason = NULL,
+            failure_streak = 0,
             last_sequence = last_sequence + 1,
             started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, clock_timestamp()) ELSE started_at END,
             finished_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled') THEN clock_timestamp() END,
@@ -145,6 +174,39 @@ async def change_state(
         job_id,
         state.value,
         stop_target.value if stop_target else None,
+        reason.reason if reason else None,
+        reason.message if reason else None,
+    )
+    assert row is not None, f"job {job_id} vanished inside its own transaction"
+    return job_row(row)
+
+
+async def set_failure_streak(conn: Connection, job_id: uuid.UUID, streak: FailureStreak) -> JobRow:
+    """Records the breaker's count of the latest finished attempts that failed for one reason."""
+    row = await conn.fetchrow(
+        "UPDATE batch_jobs SET failure_streak_reason = $2, failure_streak = $3 WHERE id = $1 RETURNING *",
+        job_id,
+        streak.reason,
+        streak.count,
+    )
+    assert row is not None, f"job {job_id} vanished inside its own transaction"
+    return job_row(row)
+
+
+async def update(
+    conn: Connection, job_id: uuid.UUID, *, name: str, concurrency: int, max_cost_usd: Decimal | None
+) -> JobRow:
+    """Sets the fields UpdateBatchJob may change (the caller passes the current value of those it does not)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE batch_jobs SET name = $2, concurrency = $3, max_cost_usd = $4, updated_at = clock_timestamp()
+        WHERE id = $1
+        RETURNING *
+        """,
+        job_id,
+        name,
+        concurrency,
+        max_cost_usd,
     )
     assert row is not None, f"job {job_id} vanished inside its own transaction"
     return job_row(row)

@@ -9,6 +9,8 @@ import asyncpg
 from batch_service.domain import Usage
 
 USAGE_COLUMNS = tuple(f.name for f in fields(Usage))
+# PostgreSQL array types of the columns, for statements that unnest one array per column.
+USAGE_ARRAY_TYPES = tuple("numeric[]" if f.type == "Decimal" else "bigint[]" for f in fields(Usage))
 
 
 def usage_of(r: asyncpg.Record) -> Usage:

@@ -33,6 +33,17 @@ _CODES: dict[type, grpc.StatusCode] = {
 }
 
 
+_ERRORS: dict[grpc.StatusCode, type[errors.ConvgenError]] = {code: cls for cls, code in _CODES.items()}
+
+
+def error_for(code: grpc.StatusCode, message: str, *, reason: str | None = None) -> errors.ConvgenError:
+    """The convgen error that maps to a status code (a failure of another service, passed on with its code)."""
+    cls = _ERRORS.get(code, errors.Unavailable)
+    if issubclass(cls, errors.InvalidArgument):
+        return errors.InvalidArgument(message, reason=reason)
+    return cls(message, reason=reason)
+
+
 def status_code_for(error: errors.ConvgenError) -> grpc.StatusCode:
     """The gRPC code of a convgen error: the code of its nearest mapped base class."""
     for cls in type(error).__mro__:

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from convgen.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -257,6 +258,8 @@ class CreateBatchJobRequest(_message.Message):
     ERROR_POLICY_FIELD_NUMBER: _builtins.int
     AUTO_START_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name, up to 200 characters; a default is made from the time when empty."""
     request_id: _builtins.str
@@ -271,6 +274,14 @@ class CreateBatchJobRequest(_message.Message):
     """Start processing at once (default true). When false the job stays queued until ResumeBatchJob or is driven by ProcessNext."""
     created_by: _builtins.str
     """UUID of the user the job is for; empty means the nil UUID ("system")."""
+    validate_only: _builtins.bool
+    """Validate the request and estimate the job (AIP-163) without creating it: nothing is written, and the
+    returned BatchJob has no id and carries the estimate.
+    """
+    max_cost_usd: _builtins.float
+    """Budget in US dollars: before an item is claimed its estimated cost is reserved, and the job pauses with
+    state_reason BUDGET_EXHAUSTED before its spend can pass the budget. Unset: no budget.
+    """
     @_builtins.property
     def combination(self) -> Global___Combination:
         """Cartesian product of personas, arcs and topics."""
@@ -291,21 +302,85 @@ class CreateBatchJobRequest(_message.Message):
         error_policy: Global___ErrorPolicy.ValueType = ...,
         auto_start: _builtins.bool | None = ...,
         created_by: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+        max_cost_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_start", b"_auto_start", "auto_start", b"auto_start", "combination", b"combination", "parameter_list", b"parameter_list", "selection", b"selection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_start", b"_auto_start", "_max_cost_usd", b"_max_cost_usd", "auto_start", b"auto_start", "combination", b"combination", "max_cost_usd", b"max_cost_usd", "parameter_list", b"parameter_list", "selection", b"selection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_start", b"_auto_start", "auto_start", b"auto_start", "combination", b"combination", "concurrency", b"concurrency", "created_by", b"created_by", "error_policy", b"error_policy", "max_attempts", b"max_attempts", "name", b"name", "parameter_list", b"parameter_list", "request_id", b"request_id", "selection", b"selection"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_start", b"_auto_start", "_max_cost_usd", b"_max_cost_usd", "auto_start", b"auto_start", "combination", b"combination", "concurrency", b"concurrency", "created_by", b"created_by", "error_policy", b"error_policy", "max_attempts", b"max_attempts", "max_cost_usd", b"max_cost_usd", "name", b"name", "parameter_list", b"parameter_list", "request_id", b"request_id", "selection", b"selection", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__auto_start: _TypeAlias = _typing.Literal["auto_start"]  # noqa: Y015
     _WhichOneofArgType__auto_start: _TypeAlias = _typing.Literal["_auto_start", b"_auto_start"]  # noqa: Y015
+    _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
     _WhichOneofReturnType_selection: _TypeAlias = _typing.Literal["combination", "parameter_list"]  # noqa: Y015
     _WhichOneofArgType_selection: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__auto_start) -> _WhichOneofReturnType__auto_start | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_usd) -> _WhichOneofReturnType__max_cost_usd | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_selection) -> _WhichOneofReturnType_selection | None: ...
 
 Global___CreateBatchJobRequest: _TypeAlias = CreateBatchJobRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBatchJobRequest(_message.Message):
+    """UpdateBatchJobRequest changes some fields of a job (AIP-134)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_JOB_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch_job(self) -> Global___BatchJob:
+        """The job (id required) with the new values of the fields named in update_mask."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: name, concurrency, max_cost_usd (unset in batch_job with this path: no budget)."""
+
+    def __init__(
+        self,
+        *,
+        batch_job: Global___BatchJob | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_job", b"batch_job", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_job", b"batch_job", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBatchJobRequest: _TypeAlias = UpdateBatchJobRequest  # noqa: Y015
+
+@_typing.final
+class BatchJobStateReason(_message.Message):
+    """BatchJobStateReason says why a job put itself in its state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """BUDGET_EXHAUSTED, or the reason of the permanent failures that tripped the breaker (MODEL_AUTHENTICATION_FAILED,
+    MODEL_PERMISSION_DENIED, MODEL_NOT_FOUND, MODEL_CREDIT_EXHAUSTED, MODEL_PAYMENT_REQUIRED, MODEL_REQUEST_REJECTED).
+    """
+    message: _builtins.str
+    """What happened, with the provider's message for the breaker."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchJobStateReason: _TypeAlias = BatchJobStateReason  # noqa: Y015
 
 @_typing.final
 class BatchJob(_message.Message):
@@ -336,6 +411,13 @@ class BatchJob(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     LOG_BLOB_FIELD_NUMBER: _builtins.int
     LOG_UPLOADED_FIELD_NUMBER: _builtins.int
+    COST_BREAKDOWN_FIELD_NUMBER: _builtins.int
+    CACHE_HIT_RATIO_FIELD_NUMBER: _builtins.int
+    UNPRICED_ITEMS_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    RESERVED_COST_USD_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID."""
     name: _builtins.str
@@ -370,6 +452,14 @@ class BatchJob(_message.Message):
     """Sequence number of the job's latest event."""
     log_uploaded: _builtins.bool
     """Whether the log of the latest terminal state has been uploaded."""
+    cache_hit_ratio: _builtins.float
+    """Prompt-cache hit ratio of the completed items: cache-read tokens ÷ (cache-read + cache-write + uncached input)."""
+    unpriced_items: _builtins.int
+    """Completed items whose model the price table does not know: their cost is not in cost_usd."""
+    max_cost_usd: _builtins.float
+    """The budget in US dollars; unset: none."""
+    reserved_cost_usd: _builtins.float
+    """Estimated cost of the items in flight, reserved against the budget."""
     @_builtins.property
     def usage(self) -> _common_pb2.TokenUsage:
         """Tokens consumed by completed items."""
@@ -393,6 +483,18 @@ class BatchJob(_message.Message):
     @_builtins.property
     def log_blob(self) -> _common_pb2.BlobLocation:
         """Where the job log is uploaded when the job ends (bucket batch-logs, key {job_id}/log.txt)."""
+
+    @_builtins.property
+    def cost_breakdown(self) -> _common_pb2.CostBreakdown:
+        """cost_usd split by kind of token."""
+
+    @_builtins.property
+    def state_reason(self) -> Global___BatchJobStateReason:
+        """Why the job put itself in its state (BUDGET_EXHAUSTED, or the breaker's reason); unset otherwise."""
+
+    @_builtins.property
+    def estimate(self) -> _common_pb2.CostEstimate:
+        """The estimate of the job's tokens and cost; set in the answer to a validate_only CreateBatchJob."""
 
     def __init__(
         self,
@@ -420,12 +522,21 @@ class BatchJob(_message.Message):
         last_sequence: _builtins.int = ...,
         log_blob: _common_pb2.BlobLocation | None = ...,
         log_uploaded: _builtins.bool = ...,
+        cost_breakdown: _common_pb2.CostBreakdown | None = ...,
+        cache_hit_ratio: _builtins.float = ...,
+        unpriced_items: _builtins.int = ...,
+        max_cost_usd: _builtins.float | None = ...,
+        reserved_cost_usd: _builtins.float = ...,
+        state_reason: Global___BatchJobStateReason | None = ...,
+        estimate: _common_pb2.CostEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "log_blob", b"log_blob", "started_at", b"started_at", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "cost_breakdown", b"cost_breakdown", "created_at", b"created_at", "estimate", b"estimate", "finished_at", b"finished_at", "log_blob", b"log_blob", "max_cost_usd", b"max_cost_usd", "started_at", b"started_at", "state_reason", b"state_reason", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_items", b"cancelled_items", "completed_items", b"completed_items", "concurrency", b"concurrency", "cost_usd", b"cost_usd", "created_at", b"created_at", "created_by", b"created_by", "error_policy", b"error_policy", "failed_items", b"failed_items", "finished_at", b"finished_at", "id", b"id", "last_sequence", b"last_sequence", "log_blob", b"log_blob", "log_uploaded", b"log_uploaded", "max_attempts", b"max_attempts", "name", b"name", "processing_items", b"processing_items", "queued_items", b"queued_items", "request_id", b"request_id", "started_at", b"started_at", "state", b"state", "total_items", b"total_items", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "cache_hit_ratio", b"cache_hit_ratio", "cancelled_items", b"cancelled_items", "completed_items", b"completed_items", "concurrency", b"concurrency", "cost_breakdown", b"cost_breakdown", "cost_usd", b"cost_usd", "created_at", b"created_at", "created_by", b"created_by", "error_policy", b"error_policy", "estimate", b"estimate", "failed_items", b"failed_items", "finished_at", b"finished_at", "id", b"id", "last_sequence", b"last_sequence", "log_blob", b"log_blob", "log_uploaded", b"log_uploaded", "max_attempts", b"max_attempts", "max_cost_usd", b"max_cost_usd", "name", b"name", "processing_items", b"processing_items", "queued_items", b"queued_items", "request_id", b"request_id", "reserved_cost_usd", b"reserved_cost_usd", "started_at", b"started_at", "state", b"state", "state_reason", b"state_reason", "total_items", b"total_items", "unpriced_items", b"unpriced_items", "updated_at", b"updated_at", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_usd) -> _WhichOneofReturnType__max_cost_usd | None: ...
 
 Global___BatchJob: _TypeAlias = BatchJob  # noqa: Y015
 
@@ -491,6 +602,8 @@ class BatchItem(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    COST_BREAKDOWN_FIELD_NUMBER: _builtins.int
+    COST_UNKNOWN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID."""
     job_id: _builtins.str
@@ -511,6 +624,8 @@ class BatchItem(_message.Message):
     """gRPC status code name of the last error, e.g. RESOURCE_EXHAUSTED."""
     cost_usd: _builtins.float
     """Cost of the stored conversation in US dollars."""
+    cost_unknown: _builtins.bool
+    """True when the price table does not know the conversation's model: cost_usd is 0 and means nothing."""
     @_builtins.property
     def parameters(self) -> _common_pb2.GenerationParameters:
         """The parameters of this item."""
@@ -526,6 +641,10 @@ class BatchItem(_message.Message):
     @_builtins.property
     def usage(self) -> _common_pb2.TokenUsage:
         """Tokens consumed by the stored conversation."""
+
+    @_builtins.property
+    def cost_breakdown(self) -> _common_pb2.CostBreakdown:
+        """cost_usd split by kind of token."""
 
     def __init__(
         self,
@@ -544,10 +663,12 @@ class BatchItem(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         usage: _common_pb2.TokenUsage | None = ...,
         cost_usd: _builtins.float = ...,
+        cost_breakdown: _common_pb2.CostBreakdown | None = ...,
+        cost_unknown: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "parameters", b"parameters", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_breakdown", b"cost_breakdown", "finished_at", b"finished_at", "parameters", b"parameters", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "conversation_business_key", b"conversation_business_key", "conversation_pk", b"conversation_pk", "cost_usd", b"cost_usd", "error_code", b"error_code", "error_message", b"error_message", "finished_at", b"finished_at", "id", b"id", "job_id", b"job_id", "parameters", b"parameters", "position", b"position", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "conversation_business_key", b"conversation_business_key", "conversation_pk", b"conversation_pk", "cost_breakdown", b"cost_breakdown", "cost_unknown", b"cost_unknown", "cost_usd", b"cost_usd", "error_code", b"error_code", "error_message", b"error_message", "finished_at", b"finished_at", "id", b"id", "job_id", b"job_id", "parameters", b"parameters", "position", b"position", "started_at", b"started_at", "state", b"state", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -794,22 +915,28 @@ class JobStateChange(_message.Message):
     PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
     previous_state: Global___BatchJobState.ValueType
     """State before."""
     state: Global___BatchJobState.ValueType
     """State after."""
     reason: _builtins.str
     """Why, in words."""
+    @_builtins.property
+    def state_reason(self) -> Global___BatchJobStateReason:
+        """Set when the job put itself in the state (BUDGET_EXHAUSTED, or the breaker's reason)."""
+
     def __init__(
         self,
         *,
         previous_state: Global___BatchJobState.ValueType = ...,
         state: Global___BatchJobState.ValueType = ...,
         reason: _builtins.str = ...,
+        state_reason: Global___BatchJobStateReason | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state_reason", b"state_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["previous_state", b"previous_state", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["previous_state", b"previous_state", "reason", b"reason", "state", b"state", "state_reason", b"state_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

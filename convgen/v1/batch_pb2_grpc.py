@@ -40,6 +40,11 @@ class BatchServiceStub:
                 request_serializer=convgen_dot_v1_dot_batch__pb2.CreateBatchJobRequest.SerializeToString,
                 response_deserializer=convgen_dot_v1_dot_batch__pb2.BatchJob.FromString,
                 _registered_method=True)
+        self.UpdateBatchJob = channel.unary_unary(
+                '/convgen.v1.BatchService/UpdateBatchJob',
+                request_serializer=convgen_dot_v1_dot_batch__pb2.UpdateBatchJobRequest.SerializeToString,
+                response_deserializer=convgen_dot_v1_dot_batch__pb2.BatchJob.FromString,
+                _registered_method=True)
         self.GetBatchJob = channel.unary_unary(
                 '/convgen.v1.BatchService/GetBatchJob',
                 request_serializer=convgen_dot_v1_dot_batch__pb2.GetBatchJobRequest.SerializeToString,
@@ -97,7 +102,16 @@ class BatchServiceServicer:
     """
 
     def CreateBatchJob(self, request, context):
-        """Creates a job and its items in one transaction. Idempotent on request_id.
+        """Creates a job and its items in one transaction. Idempotent on request_id. With validate_only, writes nothing
+        and returns the job as it would be, with the estimate of its tokens and cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBatchJob(self, request, context):
+        """Changes a job's name, concurrency or budget (AIP-134): the fields named in update_mask. Raising max_cost_usd of
+        a job paused with BUDGET_EXHAUSTED lets ResumeBatchJob continue it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +197,11 @@ def add_BatchServiceServicer_to_server(servicer, server):
                     request_deserializer=convgen_dot_v1_dot_batch__pb2.CreateBatchJobRequest.FromString,
                     response_serializer=convgen_dot_v1_dot_batch__pb2.BatchJob.SerializeToString,
             ),
+            'UpdateBatchJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBatchJob,
+                    request_deserializer=convgen_dot_v1_dot_batch__pb2.UpdateBatchJobRequest.FromString,
+                    response_serializer=convgen_dot_v1_dot_batch__pb2.BatchJob.SerializeToString,
+            ),
             'GetBatchJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBatchJob,
                     request_deserializer=convgen_dot_v1_dot_batch__pb2.GetBatchJobRequest.FromString,
@@ -261,6 +280,33 @@ class BatchService:
             target,
             '/convgen.v1.BatchService/CreateBatchJob',
             convgen_dot_v1_dot_batch__pb2.CreateBatchJobRequest.SerializeToString,
+            convgen_dot_v1_dot_batch__pb2.BatchJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/convgen.v1.BatchService/UpdateBatchJob',
+            convgen_dot_v1_dot_batch__pb2.UpdateBatchJobRequest.SerializeToString,
             convgen_dot_v1_dot_batch__pb2.BatchJob.FromString,
             options,
             channel_credentials,

@@ -34,7 +34,13 @@ class BatchServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BatchServiceAsyncStub: ...
     CreateBatchJob: _grpc.UnaryUnaryMultiCallable[_batch_pb2.CreateBatchJobRequest, _batch_pb2.BatchJob]
-    """Creates a job and its items in one transaction. Idempotent on request_id."""
+    """Creates a job and its items in one transaction. Idempotent on request_id. With validate_only, writes nothing
+    and returns the job as it would be, with the estimate of its tokens and cost.
+    """
+    UpdateBatchJob: _grpc.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchJobRequest, _batch_pb2.BatchJob]
+    """Changes a job's name, concurrency or budget (AIP-134): the fields named in update_mask. Raising max_cost_usd of
+    a job paused with BUDGET_EXHAUSTED lets ResumeBatchJob continue it.
+    """
     GetBatchJob: _grpc.UnaryUnaryMultiCallable[_batch_pb2.GetBatchJobRequest, _batch_pb2.BatchJob]
     """Returns one job with its counters."""
     ListBatchJobs: _grpc.UnaryUnaryMultiCallable[_batch_pb2.ListBatchJobsRequest, _batch_pb2.ListBatchJobsResponse]
@@ -66,7 +72,13 @@ class BatchServiceAsyncStub(BatchServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateBatchJob: _aio.UnaryUnaryMultiCallable[_batch_pb2.CreateBatchJobRequest, _batch_pb2.BatchJob]  # type: ignore[assignment]
-    """Creates a job and its items in one transaction. Idempotent on request_id."""
+    """Creates a job and its items in one transaction. Idempotent on request_id. With validate_only, writes nothing
+    and returns the job as it would be, with the estimate of its tokens and cost.
+    """
+    UpdateBatchJob: _aio.UnaryUnaryMultiCallable[_batch_pb2.UpdateBatchJobRequest, _batch_pb2.BatchJob]  # type: ignore[assignment]
+    """Changes a job's name, concurrency or budget (AIP-134): the fields named in update_mask. Raising max_cost_usd of
+    a job paused with BUDGET_EXHAUSTED lets ResumeBatchJob continue it.
+    """
     GetBatchJob: _aio.UnaryUnaryMultiCallable[_batch_pb2.GetBatchJobRequest, _batch_pb2.BatchJob]  # type: ignore[assignment]
     """Returns one job with its counters."""
     ListBatchJobs: _aio.UnaryUnaryMultiCallable[_batch_pb2.ListBatchJobsRequest, _batch_pb2.ListBatchJobsResponse]  # type: ignore[assignment]
@@ -101,7 +113,19 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _batch_pb2.CreateBatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_batch_pb2.BatchJob, _abc.Awaitable[_batch_pb2.BatchJob]]:
-        """Creates a job and its items in one transaction. Idempotent on request_id."""
+        """Creates a job and its items in one transaction. Idempotent on request_id. With validate_only, writes nothing
+        and returns the job as it would be, with the estimate of its tokens and cost.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateBatchJob(
+        self,
+        request: _batch_pb2.UpdateBatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_batch_pb2.BatchJob, _abc.Awaitable[_batch_pb2.BatchJob]]:
+        """Changes a job's name, concurrency or budget (AIP-134): the fields named in update_mask. Raising max_cost_usd of
+        a job paused with BUDGET_EXHAUSTED lets ResumeBatchJob continue it.
+        """
 
     @_abc_1.abstractmethod
     def GetBatchJob(

@@ -138,12 +138,11 @@ async def insert(conn: Connection, new: NewConversation) -> tuple[uuid.UUID, dat
         INSERT INTO conversations (
             conversation_id, request_id, created_by, persona_id, emotional_arc_id, training_topic_id, tier,
             template_id, processing_status, raw_bucket, raw_key, final_bucket, final_key, turn_count, model,
-            input_tokens, output_tokens, cache_creation_input_tokens, cache_creation_5m_input_tokens,
-            cache_creation_1h_input_tokens, cache_read_input_tokens, service_tier, price_version, cost_usd,
-            input_cost_usd, output_cost_usd, cache_write_5m_cost_usd, cache_write_1h_cost_usd, cache_read_cost_usd,
-            validation_warnings)
+            input_tokens, output_tokens, cache_creation_5m_input_tokens, cache_creation_1h_input_tokens,
+            cache_read_input_tokens, service_tier, price_version, cost_usd, input_cost_usd, output_cost_usd,
+            cache_write_5m_cost_usd, cache_write_1h_cost_usd, cache_read_cost_usd, validation_warnings)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                $22, $23, $24, $25, $26, $27, $28, $29, $30)
+                $22, $23, $24, $25, $26, $27, $28, $29)
         RETURNING id, created_at
         """,
         new.conversation_id,
@@ -163,7 +162,6 @@ async def insert(conn: Connection, new: NewConversation) -> tuple[uuid.UUID, dat
         new.model,
         usage.input_tokens,
         usage.output_tokens,
-        usage.cache_creation_input_tokens,
         usage.cache_creation_5m_input_tokens,
         usage.cache_creation_1h_input_tokens,
         usage.cache_read_input_tokens,
