@@ -36,8 +36,9 @@ _ITEM_COLUMNS = (
 _COLUMNS = ", ".join(f"i.{column}" for column in _ITEM_COLUMNS)
 # RETURNING cannot join, so outcome statements return the item alone; the business key is added by the caller.
 _RETURNING = " RETURNING " + ", ".join(_ITEM_COLUMNS)
-# complete() sets each usage column from one unnested array: `column = v.column`.
-_USAGE_FROM_VALUES = ", ".join(f"{column} = v.{column}" for column in USAGE_COLUMNS)
+# complete() sets each usage column from one unnested array: `column = v.v_column`.
+_USAGE_FROM_VALUES = ", ".join(f"{column} = v.v_{column}" for column in USAGE_COLUMNS)
+_USAGE_VALUE_NAMES = ", ".join(f"v_{column}" for column in USAGE_COLUMNS)
 _USAGE_ARRAYS = ", ".join(f"${n}::{kind}" for n, kind in enumerate(USAGE_ARRAY_TYPES, start=4))
 
 
@@ -148,7 +149,7 @@ async def complete(conn: Connection, completions: Sequence[Completion], *, owner
             status = 'completed', conversation_id = v.v_conversation_pk, finished_at = clock_timestamp(),
             lease_owner = NULL, lease_expires_at = NULL, error_code = NULL, error_message = NULL, {_USAGE_FROM_VALUES}
         FROM unnest($2::uuid[], $3::uuid[], {_USAGE_ARRAYS})
-            AS v(v_item_id, v_conversation_pk, {", ".join(USAGE_COLUMNS)})
+            AS v(v_item_id, v_conversation_pk, {_USAGE_VALUE_NAMES})
         WHERE batch_items.id = v.v_item_id AND batch_items.status = 'processing' AND batch_items.lease_owner = $1
         """
         + _RETURNING,

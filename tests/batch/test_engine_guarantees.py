@@ -280,7 +280,10 @@ LOG_LINE = re.compile(r"^(?P<stamp>\S+) \[(?P<sequence>\d{6})\] (?P<text>.*)$")
 SUMMARY = re.compile(
     r"summary: (?P<total>\d+) items: (?P<completed>\d+) completed, (?P<failed>\d+) failed, "
     r"(?P<cancelled>\d+) cancelled; tokens: input (?P<input>\d+), output (?P<output>\d+), "
-    r"cache write (?P<cache_write>\d+), cache read (?P<cache_read>\d+); cost \$(?P<cost>\d+\.\d{6})$"
+    r"cache write (?P<cache_write_5m>\d+) \(5m\) \+ (?P<cache_write_1h>\d+) \(1h\), cache read (?P<cache_read>\d+); "
+    r"cache hit ratio (?P<hit_ratio>\d\.\d{3}); cost \$(?P<cost>\d+\.\d{6}): input \$(?P<input_cost>\d+\.\d{6}), "
+    r"output \$(?P<output_cost>\d+\.\d{6}), cache write \$(?P<write_cost>\d+\.\d{6}), "
+    r"cache read \$(?P<read_cost>\d+\.\d{6})$"
 )
 
 
@@ -307,7 +310,9 @@ async def test_the_job_log_and_totals_account_for_every_item(
         database_url,
         """
         SELECT i.id AS item_id, c.id AS pk, c.input_tokens, c.output_tokens, c.cache_creation_input_tokens,
-               c.cache_read_input_tokens, c.cost_usd
+               c.cache_creation_5m_input_tokens, c.cache_creation_1h_input_tokens, c.cache_read_input_tokens,
+               c.cost_usd, c.input_cost_usd, c.output_cost_usd, c.cache_write_5m_cost_usd, c.cache_write_1h_cost_usd,
+               c.cache_read_cost_usd
         FROM batch_items i JOIN conversations c ON c.id = i.conversation_id
         WHERE i.batch_job_id = $1
         """,
@@ -343,8 +348,15 @@ async def test_the_job_log_and_totals_account_for_every_item(
             "input_tokens",
             "output_tokens",
             "cache_creation_input_tokens",
+            "cache_creation_5m_input_tokens",
+            "cache_creation_1h_input_tokens",
             "cache_read_input_tokens",
             "cost_usd",
+            "input_cost_usd",
+            "output_cost_usd",
+            "cache_write_5m_cost_usd",
+            "cache_write_1h_cost_usd",
+            "cache_read_cost_usd",
         )
     }
     assert sums["input_tokens"] > 0
@@ -354,16 +366,31 @@ async def test_the_job_log_and_totals_account_for_every_item(
     assert (
         int(summary["input"]),
         int(summary["output"]),
-        int(summary["cache_write"]),
+        int(summary["cache_write_5m"]),
+        int(summary["cache_write_1h"]),
         int(summary["cache_read"]),
         Decimal(summary["cost"]),
+        Decimal(summary["input_cost"]),
+        Decimal(summary["output_cost"]),
+        Decimal(summary["write_cost"]),
+        Decimal(summary["read_cost"]),
     ) == (
         sums["input_tokens"],
         sums["output_tokens"],
-        sums["cache_creation_input_tokens"],
+        sums["cache_creation_5m_input_tokens"],
+        sums["cache_creation_1h_input_tokens"],
         sums["cache_read_input_tokens"],
         sums["cost_usd"],
+        sums["input_cost_usd"],
+        sums["output_cost_usd"],
+        sums["cache_write_5m_cost_usd"] + sums["cache_write_1h_cost_usd"],
+        sums["cache_read_cost_usd"],
     )
+    prompt = sums["input_tokens"] + sums["cache_creation_input_tokens"] + sums["cache_read_input_tokens"]
+    assert float(summary["hit_ratio"]) == pytest.approx(sums["cache_read_input_tokens"] / prompt, abs=5e-4)
+    assert done.cache_hit_ratio == pytest.approx(sums["cache_read_input_tokens"] / prompt)
+    assert done.cost_breakdown.output_usd == pytest.approx(float(sums["output_cost_usd"]), abs=5e-7)
+    assert done.usage.cache_creation_5m_input_tokens == sums["cache_creation_5m_input_tokens"]
     assert (
         done.usage.input_tokens,
         done.usage.output_tokens,
