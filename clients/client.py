@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from clients.arguments import (
     NIL_UUID,
@@ -459,6 +460,8 @@ class ConvgenClient:
         auto_start: bool | None = None,
         created_by: str = "",
         request_id: str = "",
+        max_cost_usd: float | None = None,
+        validate_only: bool = False,
         timeout: float | None = None,
     ) -> batch_pb2.BatchJob:
         """Creates a job and its items in one transaction (CreateBatchJob); idempotent on request_id.
@@ -475,6 +478,8 @@ class ConvgenClient:
             auto_start: start at once (default True); False leaves the job queued until resume or process_next.
             created_by: UUID of the user; empty means "system".
             request_id: idempotency key; a repeat returns the job created for it.
+            max_cost_usd: budget in US dollars: the job pauses (BUDGET_EXHAUSTED) before its spend can pass it.
+            validate_only: create nothing; the returned job (without id) carries the estimate of its tokens and cost.
             timeout: deadline in seconds (default default_timeout).
         """
         if (combination is None) == (parameters is None):
@@ -488,6 +493,8 @@ class ConvgenClient:
             error_policy=error_policy_value(error_policy)
             if error_policy is not None
             else batch_pb2.ERROR_POLICY_UNSPECIFIED,
+            validate_only=validate_only,
+            max_cost_usd=max_cost_usd,
         )
         if combination is not None:
             request.combination.CopyFrom(as_combination(combination))
@@ -497,6 +504,42 @@ class ConvgenClient:
         if auto_start is not None:
             request.auto_start = auto_start
         return await self._unary(self._batch_stub().CreateBatchJob, request, timeout)
+
+    async def update_batch_job(
+        self,
+        job_id: str,
+        *,
+        name: str | None = None,
+        concurrency: int | None = None,
+        max_cost_usd: float | None = None,
+        clear_budget: bool = False,
+        timeout: float | None = None,
+    ) -> batch_pb2.BatchJob:
+        """Changes a job's name, concurrency or budget (UpdateBatchJob); only the fields given change.
+
+        Args:
+            job_id: the job's UUID.
+            name: new display name.
+            concurrency: new concurrency, 1..256.
+            max_cost_usd: new budget in US dollars (raising it lets resume_batch_job continue a job paused with
+                BUDGET_EXHAUSTED).
+            clear_budget: remove the budget.
+            timeout: deadline in seconds (default default_timeout).
+        """
+        if clear_budget and max_cost_usd is not None:
+            raise ConvgenRpcError.invalid_argument("max_cost_usd", "pass a budget or clear_budget, not both")
+        job = batch_pb2.BatchJob(id=job_id, name=name or "", concurrency=concurrency or 0, max_cost_usd=max_cost_usd)
+        paths = [
+            path
+            for path, given in (
+                ("name", name is not None),
+                ("concurrency", concurrency is not None),
+                ("max_cost_usd", max_cost_usd is not None or clear_budget),
+            )
+            if given
+        ]
+        request = batch_pb2.UpdateBatchJobRequest(batch_job=job, update_mask=field_mask_pb2.FieldMask(paths=paths))
+        return await self._unary(self._batch_stub().UpdateBatchJob, request, timeout)
 
     async def get_batch_job(self, job_id: str, *, timeout: float | None = None) -> batch_pb2.BatchJob:
         """One job with its counters, usage, cost and log location."""

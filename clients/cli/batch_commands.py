@@ -11,7 +11,7 @@ from typing import Any
 from clients.arguments import NIL_UUID, tier_value
 from clients.catalog_index import Catalog
 from clients.cli.common import with_client
-from clients.cli.output import Output, item_state_name, job_state_name, tier_name, usage_text, when
+from clients.cli.output import Output, cost_text, item_state_name, job_state_name, tier_name, usage_text, when
 from clients.cli.watch_view import job_succeeded, watch_job
 from clients.client import ConvgenClient
 from clients.errors import ConvgenRpcError
@@ -85,8 +85,35 @@ def _register_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     create.add_argument("--stop-on-failure", action="store_true", help="fail the job at the first failed item")
     create.add_argument("--no-start", action="store_true", help="leave the job queued (start: batch resume)")
     create.add_argument("--request-id", default="", help="idempotency key: a repeat returns the same job")
+    create.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="budget: the job pauses (BUDGET_EXHAUSTED) before its spend can pass it",
+    )
+    create.add_argument(
+        "--estimate",
+        action="store_true",
+        help="create nothing: print the job's estimated tokens and cost, realtime and through provider batches",
+    )
     create.add_argument("--watch", action="store_true", help="then follow the job live")
     create.set_defaults(handler=with_client(_create))
+
+    update = sub.add_parser(
+        "update",
+        parents=parents,
+        help="change a job's budget, concurrency or name",
+        description="Changes the given fields of a job (UpdateBatchJob). A job paused with BUDGET_EXHAUSTED "
+        "continues after its budget is raised with --max-cost and it is resumed (batch resume).",
+    )
+    update.add_argument("job", metavar="JOB", help=JOB_HELP)
+    budget = update.add_mutually_exclusive_group()
+    budget.add_argument("--max-cost", type=float, default=None, metavar="USD", help="the new budget")
+    budget.add_argument("--no-budget", action="store_true", help="remove the budget")
+    update.add_argument("--concurrency", type=int, default=None, help="items at once, 1..256")
+    update.add_argument("--name", default=None, help="display name")
+    update.set_defaults(handler=with_client(_update))
 
 
 def seed_job_selection() -> dict[str, Any]:
@@ -141,6 +168,8 @@ async def _selection(args: argparse.Namespace, client: ConvgenClient) -> dict[st
 
 
 async def _create(args: argparse.Namespace, client: ConvgenClient, out: Output) -> int:
+    if args.estimate and args.watch:
+        raise ConvgenRpcError.invalid_argument("--estimate", "creates no job, so there is nothing to --watch")
     job = await client.create_batch_job(
         **await _selection(args, client),
         name=args.name,
@@ -149,7 +178,15 @@ async def _create(args: argparse.Namespace, client: ConvgenClient, out: Output) 
         error_policy="stop_on_failure" if args.stop_on_failure else "continue",
         auto_start=not args.no_start,
         request_id=args.request_id,
+        max_cost_usd=args.max_cost,
+        validate_only=args.estimate,
     )
+    if args.estimate:
+        if out.json_mode:
+            out.json(job.estimate)
+        else:
+            show_estimate(out, job.estimate, job.concurrency)
+        return 0
     if out.json_mode:
         out.json(job)
     else:
@@ -158,6 +195,42 @@ async def _create(args: argparse.Namespace, client: ConvgenClient, out: Output) 
         return 0
     final = await watch_job(client, out, job.id, after_sequence=job.last_sequence)
     return 0 if job_succeeded(final) else 1
+
+
+def show_estimate(out: Output, e: common_pb2.CostEstimate, concurrency: int) -> None:
+    """An estimate as a key/value table, then where its output sizes come from."""
+    realtime = "unknown (model not in the price table)" if e.cost_unknown else f"${e.cost_usd:.4f}"
+    batches = "unknown" if e.cost_unknown else f"${e.batch_cost_usd:.4f}"
+    out.fields(
+        [
+            ("items", f"{e.items} (concurrency {concurrency})"),
+            ("model", e.model),
+            ("tokens", usage_text(e.usage)),
+            ("cost, realtime", realtime),
+            ("cost, provider batches", f"{batches} (Batch API prices; cache reads there are best effort)"),
+            ("cost by kind", "-" if e.cost_unknown else cost_text(e.cost_breakdown)),
+            ("price table", e.price_version),
+        ],
+        title="Estimate (nothing was created)",
+    )
+    for basis in e.output_basis:
+        source = (
+            f"average of {basis.observed_conversations} stored conversation(s)"
+            if basis.observed_conversations
+            else "the stated default (ESTIMATE_DEFAULT_OUTPUT_TOKENS): no stored conversation yet"
+        )
+        out.text(f"  {basis.template_name}: {basis.output_tokens_per_conversation} output tokens each, {source}")
+
+
+async def _update(args: argparse.Namespace, client: ConvgenClient, out: Output) -> int:
+    job = await client.update_batch_job(
+        await resolve_job(client, args.job),
+        name=args.name,
+        concurrency=args.concurrency,
+        max_cost_usd=args.max_cost,
+        clear_budget=args.no_budget,
+    )
+    return await _steer(out, job, "updated")
 
 
 async def resolve_job(client: ConvgenClient, job: str) -> str:
@@ -218,8 +291,22 @@ def show_job(out: Output, j: batch_pb2.BatchJob) -> None:
             ("concurrency", j.concurrency),
             ("max attempts", j.max_attempts),
             ("error policy", batch_pb2.ErrorPolicy.Name(j.error_policy).removeprefix("ERROR_POLICY_").lower()),
-            ("usage", usage_text(j.usage)),
-            ("cost", f"${j.cost_usd:.4f}"),
+            ("usage", f"{usage_text(j.usage)}; cache hit ratio {j.cache_hit_ratio:.3f}"),
+            ("cost", f"${j.cost_usd:.4f} ({cost_text(j.cost_breakdown)})"),
+            *(
+                [("unpriced", f"{j.unpriced_items} item(s) of a model the price table does not know")]
+                if j.unpriced_items
+                else []
+            ),
+            (
+                "budget",
+                f"${j.max_cost_usd:.4f} ({j.reserved_cost_usd:.4f} reserved)" if j.HasField("max_cost_usd") else "none",
+            ),
+            *(
+                [("state reason", f"{j.state_reason.reason}: {j.state_reason.message}")]
+                if j.HasField("state_reason")
+                else []
+            ),
             ("created", when(j.created_at, j.HasField("created_at"))),
             ("started", when(j.started_at, j.HasField("started_at"))),
             ("finished", when(j.finished_at, j.HasField("finished_at"))),

@@ -9,7 +9,7 @@ import grpc
 
 from clients.arguments import is_uuid
 from clients.cli.common import with_client
-from clients.cli.output import Output, tier_name, usage_text, when
+from clients.cli.output import Output, cost_text, tier_name, usage_text, when
 from clients.client import ConvgenClient
 from clients.errors import ConvgenRpcError
 from convgen.v1 import generation_pb2
@@ -68,7 +68,12 @@ def show_conversation(out: Output, c: generation_pb2.StoredConversation, *, cont
         ("raw blob", c.raw_blob.uri),
         ("final blob", c.final_blob.uri),
         ("usage", usage_text(c.usage)),
-        ("cost", f"${c.cost_usd:.4f}"),
+        (
+            "cost",
+            f"unknown: model {c.model} is not in price table {c.price_version}"
+            if c.cost_unknown
+            else f"${c.cost_usd:.6f} ({cost_text(c.cost_breakdown)}; {c.service_tier} tier, prices {c.price_version})",
+        ),
         ("created", when(c.created_at, c.HasField("created_at"))),
         ("request id", c.request_id or "-"),
     ]

@@ -63,11 +63,23 @@ def when(ts: Timestamp, present: bool = True) -> str:
 
 
 def usage_text(usage: common_pb2.TokenUsage) -> str:
-    """Token usage in one line."""
+    """Token usage in one line, cache writes by TTL."""
     text = f"{usage.input_tokens} in / {usage.output_tokens} out"
     if usage.cache_read_input_tokens or usage.cache_creation_input_tokens:
-        text += f" (cache: {usage.cache_read_input_tokens} read, {usage.cache_creation_input_tokens} written)"
+        written = f"{usage.cache_creation_5m_input_tokens} written (5m)"
+        if usage.cache_creation_1h_input_tokens:
+            written += f" + {usage.cache_creation_1h_input_tokens} (1h)"
+        text += f" (cache: {usage.cache_read_input_tokens} read, {written})"
     return text
+
+
+def cost_text(cost: common_pb2.CostBreakdown) -> str:
+    """A cost split by kind of token in one line."""
+    writes = cost.cache_write_5m_usd + cost.cache_write_1h_usd
+    return (
+        f"input ${cost.input_usd:.4f}, output ${cost.output_usd:.4f}, cache write ${writes:.4f}, "
+        f"cache read ${cost.cache_read_usd:.4f}"
+    )
 
 
 class Output:

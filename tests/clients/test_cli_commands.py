@@ -166,6 +166,36 @@ async def test_batch_create_with_keys_then_pause_resume_retry_with_json(cli: Any
     assert "4 items: 4 completed, 0 failed" in log.json()["text"]
 
 
+async def test_batch_create_estimate_creates_nothing_and_update_changes_the_budget(cli: Any) -> None:
+    """--estimate prints the estimate (realtime and provider batches) and creates no job; update sets a budget."""
+    selection = ["--persona", "pragmatic_optimist", "--arc", "fear_to_confidence", "--topic", "estate_planning_basics"]
+    before = (await cli("--json", "batch", "list", "--limit", "0")).json().get("batch_jobs", [])
+
+    estimated = await cli("batch", "create", *selection, "--topic", "spending_priorities", "--estimate")
+    assert estimated.code == 0, estimated.err
+    for shown in ("Estimate (nothing was created)", "2 (concurrency 8)", "cost, realtime", "cost, provider batches"):
+        assert shown in estimated.out
+    assert "fear_to_confidence_template: " in estimated.out
+    as_json = await cli("--json", "batch", "create", *selection, "--estimate", "--concurrency", "3")
+    assert as_json.json()["items"] == 1
+    assert as_json.json()["model"] == "offline-synthetic"
+    assert (await cli("--json", "batch", "list", "--limit", "0")).json().get("batch_jobs", []) == before
+
+    created = await cli("--json", "batch", "create", *selection, "--max-cost", "1.5", "--no-start")
+    assert created.code == 0, created.err
+    assert created.json()["max_cost_usd"] == 1.5
+    updated = await cli("--json", "batch", "update", created.json()["id"], "--max-cost", "2.25", "--concurrency", "3")
+    assert updated.code == 0, updated.err
+    assert (updated.json()["max_cost_usd"], updated.json()["concurrency"]) == (2.25, 3)
+    shown = await cli("batch", "get", created.json()["id"])
+    assert "$2.2500 (0.0000 reserved)" in shown.out
+    log = await cli("batch", "log", created.json()["id"])
+    assert "job updated: concurrency 8 → 3; max_cost_usd $1.500000 → $2.250000" in log.out
+    refused = await cli("batch", "update", created.json()["id"])
+    assert refused.code != 0
+    assert "update_mask.paths: is empty" in refused.err
+
+
 # --- generate with --tier and with ids --------------------------------------------------------------------------------
 
 
