@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from hypothesis import strategies as st
@@ -519,6 +520,15 @@ def valid_combinations() -> st.SearchStrategy[batch_pb2.Combination]:
     )
 
 
+def budgets() -> st.SearchStrategy[float]:
+    """Budgets in US dollars: ordinary, zero, negative, not a number, infinite and huge."""
+    return st.one_of(
+        st.floats(min_value=0, max_value=100),
+        st.sampled_from([0.0, -0.01, float("nan"), float("inf"), -float("inf"), 1e9, 1e9 + 1, 1e300, 5e-7]),
+        st.floats(allow_nan=True, allow_infinity=True),
+    )
+
+
 # Field by field: a valid value, and anything.
 _JOB_FIELDS_VALID: dict[str, st.SearchStrategy[Any]] = {
     "selection": st.one_of(
@@ -553,6 +563,8 @@ _JOB_FIELDS_WILD: dict[str, st.SearchStrategy[Any]] = {
     "error_policy": enum_numbers([0, 1, 2]),
     "auto_start": st.sampled_from([None, False, False, False, True]),
     "created_by": st.one_of(st.just(""), uuid_fields(huge=False)),
+    "validate_only": st.booleans(),
+    "max_cost_usd": optional(budgets()),
 }
 
 
@@ -608,6 +620,45 @@ def retry_requests() -> st.SearchStrategy[batch_pb2.RetryFailedItemsRequest]:
         st.lists(st.uuids().map(str), max_size=100),
     )
     return st.builds(batch_pb2.RetryFailedItemsRequest, job_id=job_ids(), item_ids=item_ids)
+
+
+def update_requests() -> st.SearchStrategy[batch_pb2.UpdateBatchJobRequest]:
+    """UpdateBatchJob of any job, with any values and any mask paths (known, unknown, none, repeated)."""
+    jobs = st.builds(
+        batch_pb2.BatchJob,
+        id=job_ids(),
+        name=names(),
+        concurrency=int32s(),
+        max_cost_usd=optional(budgets()),
+        state=enum_numbers(range(8)),
+    )
+    paths = st.lists(
+        st.one_of(
+            st.sampled_from(["name", "concurrency", "max_cost_usd"]),
+            st.sampled_from(["state", "id", "total_items", "estimate", "max_cost_usd.value", ""]),
+            garbage_text(),
+        ),
+        max_size=4,
+    )
+    return st.builds(
+        lambda job, mask: batch_pb2.UpdateBatchJobRequest(
+            batch_job=job, update_mask=field_mask_pb2.FieldMask(paths=mask)
+        ),
+        jobs,
+        paths,
+    )
+
+
+def estimate_requests() -> st.SearchStrategy[generation_pb2.EstimateConversationsRequest]:
+    """EstimateConversations: a few valid parameter sets, or anything, at any concurrency."""
+    return st.builds(
+        generation_pb2.EstimateConversationsRequest,
+        parameters=st.one_of(
+            st.lists(generation_parameters(valid=True), min_size=1, max_size=4),
+            st.lists(generation_parameters(), max_size=4),
+        ),
+        concurrency=int32s(),
+    )
 
 
 def job_id_requests(message: type[Message]) -> st.SearchStrategy[Any]:

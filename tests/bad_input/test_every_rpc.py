@@ -71,7 +71,9 @@ RPCS: dict[str, Rpc] = {
         _rpc("generation", "GenerateConversation", IA, NF, FP),
         _rpc("generation", "GetConversation", IA, NF),
         _rpc("generation", "ListConversations", IA),
+        _rpc("generation", "EstimateConversations", IA, NF, FP),
         _rpc("batch", "CreateBatchJob", IA, NF, FP),
+        _rpc("batch", "UpdateBatchJob", IA, NF, FP),
         _rpc("batch", "GetBatchJob", IA, NF),
         _rpc("batch", "ListBatchJobs", IA),
         _rpc("batch", "ListBatchItems", IA, NF),
@@ -534,6 +536,20 @@ test_retry_failed_items = rpc_property(
     batch_pb2.RetryFailedItemsRequest(job_id="@job:cancelled", item_ids=_uuids(100_000)),
 )
 test_get_batch_job_log = rpc_property("GetBatchJobLog", s.job_id_requests(batch_pb2.GetBatchJobLogRequest), 100)
+test_update_batch_job = rpc_property(
+    "UpdateBatchJob",
+    s.update_requests(),
+    150,
+    batch_pb2.UpdateBatchJobRequest(),
+    batch_pb2.UpdateBatchJobRequest(batch_job=batch_pb2.BatchJob(id="@job:paused", max_cost_usd=float("nan"))),
+)
+test_estimate_conversations = rpc_property(
+    "EstimateConversations",
+    s.estimate_requests(),
+    100,
+    generation_pb2.EstimateConversationsRequest(),
+    generation_pb2.EstimateConversationsRequest(parameters=[_valid_entry()] * 10_000, concurrency=2**31 - 1),
+)
 
 
 # --- wrong-state calls on fresh jobs ---------------------------------------------------------------------------------
