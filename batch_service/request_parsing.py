@@ -156,7 +156,7 @@ def parse_update(request: batch_pb2.UpdateBatchJobRequest, limits: BatchLimits) 
         attempt(check_text, "batch_job.name", job.name, max_length=MAX_NAME_LENGTH, required=True)
         if "name" in paths
         else None,
-        attempt(_bounded, "batch_job.concurrency", job.concurrency or -1, 1, limits.max_concurrency)
+        attempt(_concurrency, "batch_job.concurrency", job.concurrency, limits.max_concurrency)
         if "concurrency" in paths
         else None,
         attempt(_budget, "batch_job.max_cost_usd", job.max_cost_usd if job.HasField("max_cost_usd") else None)
@@ -170,6 +170,12 @@ def parse_update(request: batch_pb2.UpdateBatchJobRequest, limits: BatchLimits) 
         clear_budget="max_cost_usd" in paths and budget is None,
     )
     return Update(job_id, change)
+
+
+def _concurrency(field: str, value: int, maximum: int) -> int:
+    if not 1 <= value <= maximum:
+        raise InvalidArgument.for_field(field, f"must be between 1 and {maximum} (got {value})")
+    return value
 
 
 def _mask(field: str, paths: Sequence[str], unknown: Sequence[str]) -> None:

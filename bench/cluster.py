@@ -304,18 +304,23 @@ class ClusterSpec:
     api_seed: int = 0
     api_rpm: float = 0.0
     """Requests per minute the fake allows (0 = unlimited)."""
+    api_config: Mapping[str, Any] = field(default_factory=dict)
+    """Further FakeApiConfig fields (token limits, reply sizes, thinking tokens per effort...)."""
 
     def api_args(self) -> list[str]:
         """Command-line arguments of the fake Messages API."""
         args = ["--latency", str(self.api_latency), "--jitter", str(self.api_jitter), "--seed", str(self.api_seed)]
+        if self.api_config:
+            args += ["--config", json.dumps(dict(self.api_config), sort_keys=True)]
         return [*args, "--rpm", str(self.api_rpm)] if self.api_rpm else args
 
     def pool_key(self) -> tuple[object, ...]:
         """Clusters with the same key can serve each other's benchmarks (the fake's latency is set at run time).
 
-        The fake's rate limit is part of the key: the generation service learns it from the headers for good.
+        The fake's rate limits are part of the key (the generation service learns them from the headers for good),
+        and so is the rest of its configuration.
         """
-        return (self.model, self.blob_store, self.api_rpm)
+        return (self.model, self.blob_store, self.api_rpm, json.dumps(dict(self.api_config), sort_keys=True))
 
     def describe(self) -> str:
         """A short label."""

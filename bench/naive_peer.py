@@ -62,6 +62,40 @@ async def run(base_url: str, items: int, concurrency: int) -> dict[str, Any]:
     }
 
 
+async def run_prompts(
+    base_url: str, prompts: list[tuple[str, str]], concurrency: int, *, model: str = MODEL
+) -> dict[str, Any]:
+    """The same script over given (system, user) prompts, counting the tokens the API reports by kind.
+
+    As a user would write it: no cache_control, no effort (the API's default, high), no structured output.
+    """
+    client = anthropic.AsyncAnthropic(api_key="bench-key", base_url=base_url)
+    semaphore = asyncio.Semaphore(concurrency)
+    totals = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+    async def one(system: str, user: str) -> None:
+        async with semaphore:
+            message = await client.messages.create(
+                model=model, max_tokens=8192, system=system, messages=[{"role": "user", "content": user}]
+            )
+        for kind in totals:
+            totals[kind] += getattr(message.usage, kind) or 0
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(system, user) for system, user in prompts), return_exceptions=True)
+    elapsed = time.perf_counter() - start
+    await client.close()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    return {
+        "items": len(prompts),
+        "ok": len(prompts) - len(errors),
+        "errors": len(errors),
+        "first_error": repr(errors[0]) if errors else None,
+        "elapsed_s": round(elapsed, 3),
+        "usage": totals,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.naive_peer")

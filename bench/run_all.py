@@ -29,15 +29,17 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import concurrency, overhead, progress_latency, rate_limit, scale
+from bench import concurrency, cost, output_pacing, overhead, progress_latency, rate_limit, scale
 from bench.cluster import ROOT, BenchPostgres, ClusterPool, Row, note, result_line, run_until_done
 
 BENCHMARKS: list[tuple[str, ModuleType]] = [
     (overhead.NAME, overhead),
     (concurrency.NAME, concurrency),
     (rate_limit.NAME, rate_limit),
+    (output_pacing.NAME, output_pacing),
     (progress_latency.NAME, progress_latency),
     (scale.NAME, scale),
+    (cost.NAME, cost),
 ]
 DEFAULT_OUTPUT = ROOT / "docs" / "performance.md"
 BEFORE_AFTER_HEADING = "## Before/after"
@@ -165,6 +167,14 @@ METHOD = """\
   Watchers run in separate client processes (50 per process, one channel each) on the same two cores. Three loads:
   paced (concurrency 64 at 0.5 s ± 20 %, the concurrency benchmark's job), moderate (concurrency 8, same latency)
   and saturated (model latency 0, for the throughput cost).
+- **Cost** (issue 12). The reference workload (5 personas × 5 arcs × 40 topics = 1,000 items, concurrency 32) runs
+  through convgen with its defaults, then through the naive script (the same rendered prompts, no `cache_control`, no
+  effort setting), against one fake API that caches by prefix like the real one and bills thinking tokens per effort
+  level (assumed levels, in `bench/cost.py`); both are priced with convgen's price table. The validate_only estimate
+  of the job is taken first, after five earlier conversations (one per template) give it output sizes.
+- **Output-token pacing** (issue 12). The fake allows 600 requests and 600,000 output tokens a minute and charges each
+  request its max_tokens until it ends, as the API does; 3,000-token conversations make the token limit bind first.
+  Achieved ÷ allowed = the job's output tokens ÷ (the fake's bucket + its rate × the job's elapsed time).
 - **Latency of single calls** (CreateBatchJob, ListBatchItems, the snapshot) is timed at the client around the
   whole RPC, response decoding included.
 - **Noise.** Timings taken while other work runs on the machine are pessimistic; the load averages at the start and

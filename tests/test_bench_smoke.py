@@ -46,6 +46,7 @@ EXPECTED: dict[str, list[str]] = {
         "convgen_vs_seed",
     ],
     "rate_limit": ["achieved_per_s", "of_allowed", "requests", "requests_429", "share_429"],
+    "output_pacing": ["output_tokens", "of_allowed", "requests", "requests_429", "share_429"],
     "progress_latency": [
         "p50_ms_1_watcher",
         "p99_ms_1_watcher",
@@ -67,6 +68,15 @@ EXPECTED: dict[str, list[str]] = {
         "snapshot_ms_running.p50",
         "peak_rss_mb.generation",
         "peak_rss_mb.batch",
+    ],
+    "cost": [
+        "items",
+        "convgen.cost_per_1000_usd",
+        "convgen.cache_hit_ratio",
+        "convgen.estimate_error",
+        "convgen.estimate_batch_cost_per_1000_usd",
+        "naive_script.cost_per_1000_usd",
+        "convgen_vs_naive",
     ],
 }
 

@@ -89,7 +89,11 @@ async def test_a_storm_of_transient_529s_never_trips_the_breaker(
         database_url,
         tmp_path,
         fake_api,
-        batch_overrides={"batch_breaker_failures": 2, "batch_retry_base_seconds": 0.01, "batch_retry_max_seconds": 0.05},
+        batch_overrides={
+            "batch_breaker_failures": 2,
+            "batch_retry_base_seconds": 0.01,
+            "batch_retry_max_seconds": 0.05,
+        },
     ) as services:
         stub = services.batch_stub
         job = await stub.CreateBatchJob(request)
