@@ -23,6 +23,9 @@ REMAINING_HEADER = "anthropic-ratelimit-{dimension}-remaining"
 # changes from call to call, so the cost of the next call is estimated from the recent ones.
 _AVERAGE_WEIGHT = 0.2
 _CHARS_PER_TOKEN = 4
+# After this long with no call in flight the API's token buckets may have filled to a capacity the pacer does not
+# know (it assumes a minute's worth): the next call goes alone, and its headers say what remains.
+IDLE_RESYNC_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,9 @@ class RatePacer:
     """Keeps one process's model calls under the API's request, input-token and output-token limits.
 
     Limits come from the settings or are learned from the rate-limit headers of the first response; until that
-    response only one call is in flight. Requests are spaced evenly at the request limit; token charges wait until
-    the token buckets hold them. A 429/529 with retry-after pauses every call of this process for the delay.
+    response only one call is in flight, and so again after an idle second (the headers then re-sync the buckets).
+    Requests are spaced evenly at the request limit; token charges wait until the token buckets hold them. A 429/529
+    with retry-after pauses every call of this process for the delay.
     """
 
     def __init__(
@@ -136,6 +140,9 @@ class RatePacer:
         self._changed = asyncio.Event()
         self._next_slot = 0.0
         self._cooldown_until = 0.0
+        self._in_flight = 0
+        self._idle_since: float | None = None
+        self._probing = False
 
     @property
     def limits(self) -> dict[str, int]:
@@ -150,22 +157,39 @@ class RatePacer:
     async def call(self, charge: CallCharge) -> AsyncIterator[CallTicket]:
         """Holds a concurrency slot, waits until the limits admit the charge, and settles it when the call ends."""
         async with self._slots:
-            if not self._learned:
+            if self._must_probe():
                 async with self._probe:
-                    if not self._learned:
-                        async with self._admitted(charge) as ticket:
-                            yield ticket
+                    if self._must_probe():
+                        self._idle_since = None
+                        self._probing = True
+                        try:
+                            async with self._admitted(charge) as ticket:
+                                yield ticket
+                        finally:
+                            self._probing = False
                         return
             async with self._admitted(charge) as ticket:
                 yield ticket
+
+    def _must_probe(self) -> bool:
+        """True until the limits are known, and when token buckets sat idle long enough to have drifted."""
+        if not self._learned or self._probing:
+            return True
+        idle = self._idle_since
+        drifting = self._input.known or self._output.known
+        return drifting and self._in_flight == 0 and idle is not None and self._clock() - idle >= IDLE_RESYNC_SECONDS
 
     @asynccontextmanager
     async def _admitted(self, charge: CallCharge) -> AsyncIterator[CallTicket]:
         await self._admit(charge)
         ticket = CallTicket(charge)
+        self._in_flight += 1
         try:
             yield ticket
         finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle_since = self._clock()
             used = ticket.usage
             # A failed call is given back whole: a refused request costs nothing, and guessing would drift.
             used_input = used.input_tokens + used.cache_creation_input_tokens if used else 0

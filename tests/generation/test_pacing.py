@@ -90,6 +90,40 @@ async def test_until_the_first_response_only_one_call_is_in_flight() -> None:
     assert most == 4, "then the others run together"
 
 
+async def test_after_an_idle_second_the_next_call_goes_alone_to_resync_the_buckets() -> None:
+    """The API's bucket may hold less than the minute the pacer assumes: after idling, its headers are asked first."""
+    pacer = RatePacer(max_concurrency=8)
+    headers = {
+        "anthropic-ratelimit-output-tokens-limit": "600000",
+        "anthropic-ratelimit-output-tokens-remaining": "9000",
+    }
+    pacer.observe(headers)
+    in_flight = 0
+    most = 0
+
+    async def call() -> None:
+        nonlocal in_flight, most
+        async with pacer.call(CallCharge(input_tokens=0, output_tokens=100)) as ticket:
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.1)
+            in_flight -= 1
+            ticket.settle(TokenUsage(output_tokens=50))
+        pacer.observe(headers)
+
+    await asyncio.gather(*(call() for _ in range(3)))
+    assert most == 3, "busy: no probing"
+    most = 0
+    await asyncio.sleep(1.1)
+    first = asyncio.create_task(call())
+    await asyncio.sleep(0.02)
+    others = [asyncio.create_task(call()) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert most == 1, "after an idle second one call goes first"
+    await asyncio.gather(first, *others)
+    assert most >= 2, "then the rest together"
+
+
 def test_input_estimates_follow_what_the_api_counted_per_template() -> None:
     estimates = InputEstimates()
     assert estimates.estimate("a", prompt_chars=8000) == 2000, "before any call: the whole prompt, nothing cached"
