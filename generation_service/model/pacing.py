@@ -26,6 +26,9 @@ _CHARS_PER_TOKEN = 4
 # After this long with no call in flight the API's token buckets may have filled to a capacity the pacer does not
 # know (it assumes a minute's worth): the next call goes alone, and its headers say what remains.
 IDLE_RESYNC_SECONDS = 1.0
+# A call admitted this recently may not have reached the API when a response's headers were written: what those
+# headers say remains does not include its charge yet, so it is taken off again.
+IN_TRANSIT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,11 @@ class _TokenBucket:
 
 
 class CallTicket:
-    """One admitted call: what was charged, and what it really used once the usage arrives."""
+    """One admitted call: what was charged (and when), and what it really used once the usage arrives."""
 
-    def __init__(self, charge: CallCharge) -> None:
+    def __init__(self, charge: CallCharge, admitted_at: float) -> None:
         self.charge = charge
+        self.admitted_at = admitted_at
         self.usage: TokenUsage | None = None
 
     def settle(self, usage: TokenUsage) -> None:
@@ -140,7 +144,7 @@ class RatePacer:
         self._changed = asyncio.Event()
         self._next_slot = 0.0
         self._cooldown_until = 0.0
-        self._in_flight = 0
+        self._in_flight: set[CallTicket] = set()
         self._idle_since: float | None = None
         self._probing = False
 
@@ -177,18 +181,20 @@ class RatePacer:
             return True
         idle = self._idle_since
         drifting = self._input.known or self._output.known
-        return drifting and self._in_flight == 0 and idle is not None and self._clock() - idle >= IDLE_RESYNC_SECONDS
+        return (
+            drifting and not self._in_flight and idle is not None and self._clock() - idle >= IDLE_RESYNC_SECONDS
+        )
 
     @asynccontextmanager
     async def _admitted(self, charge: CallCharge) -> AsyncIterator[CallTicket]:
         await self._admit(charge)
-        ticket = CallTicket(charge)
-        self._in_flight += 1
+        ticket = CallTicket(charge, self._clock())
+        self._in_flight.add(ticket)
         try:
             yield ticket
         finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
+            self._in_flight.discard(ticket)
+            if not self._in_flight:
                 self._idle_since = self._clock()
             used = ticket.usage
             # A failed call is given back whole: a refused request costs nothing, and guessing would drift.
@@ -224,12 +230,19 @@ class RatePacer:
             limit = _number(headers.get(LIMIT_HEADER.format(dimension="requests")))
             if limit:
                 self._interval = 60.0 / limit
+        recent = [t.charge for t in self._in_flight if self._clock() - t.admitted_at < IN_TRANSIT_SECONDS]
+        in_transit = {
+            "input-tokens": sum(c.input_tokens for c in recent),
+            "output-tokens": sum(c.output_tokens for c in recent),
+        }
         for dimension, bucket in (("input-tokens", self._input), ("output-tokens", self._output)):
             limit = _number(headers.get(LIMIT_HEADER.format(dimension=dimension)))
             remaining = _number(headers.get(REMAINING_HEADER.format(dimension=dimension)))
+            if remaining is not None:
+                remaining -= in_transit[dimension]
             if limit and not self._configured[dimension]:
                 bucket.set_limit(limit, remaining=remaining)
-            elif remaining is not None and bucket.known:
+            if remaining is not None and bucket.known:
                 bucket.sync(remaining)
         self._learned = True
         self._changed.set()

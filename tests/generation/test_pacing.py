@@ -63,6 +63,14 @@ async def test_limits_are_learned_from_headers_and_never_above_what_remains() ->
     async with pacer.call(CallCharge(input_tokens=600, output_tokens=100)):
         waited = time.monotonic() - started
     assert 0.7 <= waited <= 2.5
+    # A later response (the limits named again) says only 33 output tokens remain: 100 more take ~0.5 s.
+    pacer.observe(
+        {"anthropic-ratelimit-output-tokens-limit": "8000", "anthropic-ratelimit-output-tokens-remaining": "33"}
+    )
+    started = time.monotonic()
+    async with pacer.call(CallCharge(input_tokens=0, output_tokens=100)):
+        waited = time.monotonic() - started
+    assert 0.3 <= waited <= 2.0, "every response's remaining count lowers the pacer's, not only the first's"
 
 
 async def test_until_the_first_response_only_one_call_is_in_flight() -> None:
