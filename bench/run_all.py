@@ -30,7 +30,10 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from bench import concurrency, overhead, progress_latency, rate_limit, scale
-from bench.cluster import ROOT, BenchPostgres, ClusterPool, Row, note, result_line, run_until_done
+from bench.cluster import ClusterPool
+from bench.report import Row, note, result_line
+from bench.runner import run_until_done, with_cluster_pool
+from tests.support.checkout import ROOT
 
 BENCHMARKS: list[tuple[str, ModuleType]] = [
     (overhead.NAME, overhead),
@@ -50,11 +53,9 @@ file. Record optimisation results here: the figure, before, after, and the chang
 
 async def run_suite(names: Sequence[str], quick: bool, emit: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     """Runs the named benchmarks in suite order; returns their JSON objects."""
-    results: list[dict[str, Any]] = []
-    pg = await BenchPostgres.start()
-    # Quick mode reuses clusters between benchmarks (start-up would dominate it); the full suite starts fresh ones.
-    pool = ClusterPool(pg, reuse=quick)
-    try:
+
+    async def run_each(pool: ClusterPool) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
         for name, module in BENCHMARKS:
             if name not in names:
                 continue
@@ -68,12 +69,11 @@ async def run_suite(names: Sequence[str], quick: bool, emit: Callable[[dict[str,
             result["wall_s"] = round(time.monotonic() - started, 1)
             emit(result)
             results.append(result)
-    finally:
-        try:
-            await pool.close()
-        finally:
-            await pg.close()
-    return results
+        return results
+
+    # Quick mode reuses clusters between benchmarks (start-up would dominate it); the full suite starts fresh ones.
+    found: list[dict[str, Any]] = await with_cluster_pool(run_each, reuse=quick)
+    return found
 
 
 def table_rows(results: Sequence[dict[str, Any]]) -> list[Row]:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.checkout import ROOT
+
 HAND_WRITTEN = "## Before/after\n\nHand-written notes that the suite must keep.\n"
 
 # benchmark -> paths (dotted) that must be present and numeric in its JSON line

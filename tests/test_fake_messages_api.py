@@ -16,10 +16,10 @@ import aiohttp
 import anthropic
 import pytest
 
+from tests.support.checkout import ROOT
 from tests.support.messages_api import FakeApiConfig, FakeMessagesApi, Fault, build_conversation
 
 MODEL = "claude-sonnet-4-6"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 API_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
 
 
@@ -469,7 +469,7 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         "1",
         "--ready-file",
         str(ready),
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -510,7 +510,7 @@ async def test_cli_refuses_a_non_loopback_host() -> None:
         "tests.support.messages_api",
         "--host",
         "0.0.0.0",
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.checkout import ROOT, buf_binary
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-
-
-def buf_binary() -> str | None:
-    local = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
-    return str(local) if local.exists() else shutil.which("buf")
 
 
 @pytest.mark.skipif(

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from convgen.db.database import Database
 from convgen.v1 import batch_pb2, common_pb2, generation_pb2
 from tests.bad_input import strategies as s
-from tests.bad_input.test_every_rpc import RPCS, SCALE, World, assert_healthy, print_report, send
-from tests.support.postgres import PostgresForTests
+from tests.bad_input.world import RPCS, SCALE, World, assert_healthy, print_report, send
+from tests.support.postgres import PostgresServer
 from tests.support.services import running_services, test_settings
 
 T = TypeVar("T")
@@ -94,7 +94,7 @@ class Store:
 
 @pytest.fixture(scope="module")
 async def store(
-    postgres: PostgresForTests, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[Store]:
     """Services on a fresh database for the module; prints the tally of requests at the end."""
     dsn = await postgres.create_database()

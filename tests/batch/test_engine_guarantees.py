@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import TERMINAL, job_counters, seed_combination, wait_terminal
+from tests.support.demo_catalog import seed_combination
+from tests.support.jobs import TERMINAL, job_counters, wait_terminal
 from tests.support.messages_api import FakeMessagesApi, Fault
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings

@@ -19,8 +19,9 @@ from convgen.blobs.port import BlobStoreUnavailable
 from convgen.blobs.s3 import S3BlobStore
 from convgen.errors import ConvgenError
 from convgen.settings import Settings
-from tests.blobs.conftest import BUCKET, open_s3_store
+from tests.blobs.helpers import BUCKET
 from tests.support.moto_s3 import FAKE_REGION, MotoS3Process, MotoS3Server
+from tests.support.s3 import open_s3_store
 from tests.support.tcp_proxy import TcpProxy
 
 # moto accepts any credentials; distinctive ones make a leak easy to spot.

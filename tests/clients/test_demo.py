@@ -17,12 +17,12 @@ import psutil
 import pytest
 
 from clients.cli.common import EXIT_INTERRUPTED
+from tests.support.checkout import ROOT
 from tests.support.messages_api import FakeMessagesApi
 from tests.support.processes import clean_environment
 from tests.support.services import claude_settings
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_COMMAND = (sys.executable, "-m", "clients.cli.main", "demo")
 # The demo as a terminal's foreground job: SIGINT at its default. A process started in the background by a
 # non-interactive shell (CI runners, `cmd &`) inherits SIGINT ignored, and so would the demo, which then rightly
@@ -45,7 +45,7 @@ GONE_WITHIN_SECONDS = 10.0
 
 def demo_environment(data_dir: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment without any convgen setting but CONVGEN_DATA_DIR (and the given settings)."""
-    return clean_environment({**(settings or {}), "CONVGEN_DATA_DIR": str(data_dir), "PYTHONPATH": str(PROJECT_ROOT)})
+    return clean_environment({**(settings or {}), "CONVGEN_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)})
 
 
 async def run_demo(cwd: Path, data_dir: Path) -> tuple[int, str, str]:

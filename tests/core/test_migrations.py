@@ -5,22 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from asyncio.subprocess import PIPE
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from convgen.db import migrations
 from convgen.db.migrations import Migration, MigrationError, load_migrations, migrate
-from tests.support.postgres import PostgresForTests
-from tests.support.processes import ROOT, clean_environment
-
-
-@pytest.fixture
-async def empty_database(postgres: PostgresForTests) -> AsyncIterator[str]:
-    dsn = await postgres.create_database(empty=True)
-    yield dsn
-    await postgres.drop_database(dsn)
+from tests.support.checkout import ROOT
+from tests.support.processes import clean_environment
 
 
 async def migrate_on_new_connection(dsn: str) -> list[Migration]:

@@ -21,7 +21,7 @@ from convgen.catalog.templates import (
     validate_template_text,
 )
 from convgen.errors import InvalidArgument
-from tests import catalog_fixtures
+from tests.support import demo_catalog
 
 GOOD_FILE = """\
 template_name: sample_template
@@ -92,7 +92,7 @@ def test_empty_text_fails() -> None:
 
 
 def test_render_fills_every_placeholder() -> None:
-    subject = catalog_fixtures.subject(2, "couple_conflict_to_alignment", 8)
+    subject = demo_catalog.subject(2, "couple_conflict_to_alignment", 8)
     text = " | ".join("{{" + name + "}}" for name in PLACEHOLDERS)
     rendered = render(_template(text), subject)
     assert rendered == " | ".join(
@@ -116,11 +116,11 @@ def test_render_fills_every_placeholder() -> None:
 
 def test_render_rejects_unknown_placeholder_instead_of_sending_it() -> None:
     with pytest.raises(InvalidTemplate, match=r"\{\{client_goal\}\}"):
-        render(_template("Help {{persona_name}} reach {{client_goal}}"), catalog_fixtures.subject())
+        render(_template("Help {{persona_name}} reach {{client_goal}}"), demo_catalog.subject())
 
 
 def test_render_rejects_braces_left_by_a_catalog_value() -> None:
-    subject = catalog_fixtures.subject()
+    subject = demo_catalog.subject()
     tricky = dataclasses.replace(subject, persona=dataclasses.replace(subject.persona, name="{{persona_name}}"))
     with pytest.raises(InvalidTemplate, match="still contains"):
         render(_template("Hello {{persona_name}}"), tricky)
@@ -131,7 +131,7 @@ def test_a_template_serves_each_of_the_eight_arcs_at_its_tier() -> None:
     by_tier: dict[Tier, set[str]] = {tier: set() for tier in Tier}
     for definition in definitions:
         by_tier[definition.tier].add(definition.arc_key)
-    arcs = catalog_fixtures.arcs()
+    arcs = demo_catalog.arcs()
     core = {a.arc_key for a in arcs if a.tier is Tier.TEMPLATE}
     edge = {a.arc_key for a in arcs if a.tier is Tier.EDGE_CASE}
     assert len(core) == 5
@@ -157,10 +157,10 @@ def test_builtin_templates_have_unique_names_and_stable_ids() -> None:
 @pytest.mark.parametrize("definition", load_builtin_templates(), ids=lambda d: d.template_name)
 def test_builtin_template_renders_for_every_persona_and_several_topics(definition: TemplateDefinition) -> None:
     validate_template_text(definition.template_name, definition.template_text)
-    arc = catalog_fixtures.arc(definition.arc_key)
+    arc = demo_catalog.arc(definition.arc_key)
     record = definition.to_prompt_template()
-    for persona in catalog_fixtures.personas():
-        for topic in catalog_fixtures.topics()[::4]:
+    for persona in demo_catalog.personas():
+        for topic in demo_catalog.topics()[::4]:
             rendered = render(record, ConversationSubject(persona, arc, topic, definition.tier))
             assert "{{" not in rendered
             assert "}}" not in rendered
