@@ -141,10 +141,11 @@ METHOD = """\
 ## How it is measured
 
 - **Processes.** Every benchmark runs the real services as separate OS processes (`convgen serve generation`,
-  `convgen serve batch`, started by `tests/support/processes.py` on port 0), the fake Messages API
+  `convgen serve batch`, started on port 0 by the test kit's `tests/support/cluster.py`), the fake Messages API
   (`tests/support/messages_api.py`) as a process wherever the SDK is used, and moto's S3 server as a process for the
-  S3 configuration. PostgreSQL is an embedded server in a temp dir with convgen's production settings
-  (`max_connections=300`, fsync and synchronous commit **on**, unlike the test suite), or `DATABASE_URL` when set.
+  S3 configuration. PostgreSQL (the kit's `tests/support/postgres.py`) is an embedded server in a temp dir with
+  convgen's production settings (`max_connections=300`, fsync and synchronous commit **on**, unlike the test
+  suite), or `DATABASE_URL` when set.
   Each benchmark gets a fresh database cloned from a template holding the demo catalog plus extra personas and
   topics (5 personas, 4,000 topics), so that every job is a plain persona × arc × topic combination.
 - **Settings.** Defaults, except `BATCH_MAX_ITEMS=100000` (a limit only, for the scale job). Jobs use concurrency

@@ -24,7 +24,7 @@ async def postgres() -> AsyncIterator[PostgresServer]:
 @pytest.fixture
 async def database_url(postgres: PostgresServer) -> AsyncIterator[str]:
     """DSN of a fresh, migrated database with the demo catalog, dropped after the test."""
-    dsn = await postgres.create_database()
+    dsn = await postgres.fresh_database()
     yield dsn
     await postgres.drop_database(dsn)
 

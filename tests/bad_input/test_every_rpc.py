@@ -228,32 +228,38 @@ def big_create_requests() -> list[batch_pb2.CreateBatchJobRequest]:
 
 # --- one property test per RPC ---------------------------------------------------------------------------------------
 
-test_list_personas = rpc_property(
-    "ListPersonas",
-    s.catalog_list_requests(catalog_pb2.ListPersonasRequest, "personas"),
-    150,
-    catalog_pb2.ListPersonasRequest(page_size=-1),
-    catalog_pb2.ListPersonasRequest(page_size=2**31 - 1),
-    catalog_pb2.ListPersonasRequest(page_token="t" * MEGABYTE),
-    catalog_pb2.ListPersonasRequest(page_token="@token:arcs"),
+test_list_personas = pytest.mark.slow(
+    rpc_property(
+        "ListPersonas",
+        s.catalog_list_requests(catalog_pb2.ListPersonasRequest, "personas"),
+        150,
+        catalog_pb2.ListPersonasRequest(page_size=-1),
+        catalog_pb2.ListPersonasRequest(page_size=2**31 - 1),
+        catalog_pb2.ListPersonasRequest(page_token="t" * MEGABYTE),
+        catalog_pb2.ListPersonasRequest(page_token="@token:arcs"),
+    )
 )
-test_list_emotional_arcs = rpc_property(
-    "ListEmotionalArcs", s.catalog_list_requests(catalog_pb2.ListEmotionalArcsRequest, "arcs"), 150
+test_list_emotional_arcs = pytest.mark.slow(
+    rpc_property("ListEmotionalArcs", s.catalog_list_requests(catalog_pb2.ListEmotionalArcsRequest, "arcs"), 150)
 )
-test_list_training_topics = rpc_property(
-    "ListTrainingTopics", s.catalog_list_requests(catalog_pb2.ListTrainingTopicsRequest, "topics"), 150
+test_list_training_topics = pytest.mark.slow(
+    rpc_property("ListTrainingTopics", s.catalog_list_requests(catalog_pb2.ListTrainingTopicsRequest, "topics"), 150)
 )
-test_list_templates = rpc_property(
-    "ListTemplates", s.catalog_list_requests(catalog_pb2.ListTemplatesRequest, "templates"), 150
+test_list_templates = pytest.mark.slow(
+    rpc_property("ListTemplates", s.catalog_list_requests(catalog_pb2.ListTemplatesRequest, "templates"), 150)
 )
-test_generate_conversation = rpc_property(
-    "GenerateConversation",
-    s.generate_conversation_requests(),
-    200,
-    generation_pb2.GenerateConversationRequest(),
-    generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), request_id="x" * MEGABYTE),
-    generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), created_by="../" * (MEGABYTE // 3)),
-    generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), request_id="x" * (5 * MEGABYTE)),
+test_generate_conversation = pytest.mark.slow(
+    rpc_property(
+        "GenerateConversation",
+        s.generate_conversation_requests(),
+        200,
+        generation_pb2.GenerateConversationRequest(),
+        generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), request_id="x" * MEGABYTE),
+        generation_pb2.GenerateConversationRequest(
+            parameters=seed_item_parameters(), created_by="../" * (MEGABYTE // 3)
+        ),
+        generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), request_id="x" * (5 * MEGABYTE)),
+    )
 )
 test_get_conversation = rpc_property(
     "GetConversation",
@@ -264,14 +270,18 @@ test_get_conversation = rpc_property(
     generation_pb2.GetConversationRequest(pk="@conversation:pk", view=generation_pb2.CONVERSATION_VIEW_FULL),
     generation_pb2.GetConversationRequest(pk="@conversation:business_key", view=unknown_enum(-5)),
 )
-test_list_conversations = rpc_property(
-    "ListConversations",
-    s.list_conversations_requests(),
-    200,
-    generation_pb2.ListConversationsRequest(page_size=1001, tier=unknown_enum(99), view=unknown_enum(2)),
-    generation_pb2.ListConversationsRequest(page_token="@token:conversations", view=unknown_enum(2)),
+test_list_conversations = pytest.mark.slow(
+    rpc_property(
+        "ListConversations",
+        s.list_conversations_requests(),
+        200,
+        generation_pb2.ListConversationsRequest(page_size=1001, tier=unknown_enum(99), view=unknown_enum(2)),
+        generation_pb2.ListConversationsRequest(page_token="@token:conversations", view=unknown_enum(2)),
+    )
 )
-test_create_batch_job = rpc_property("CreateBatchJob", s.create_batch_job_requests(), 250, *big_create_requests())
+test_create_batch_job = pytest.mark.slow(
+    rpc_property("CreateBatchJob", s.create_batch_job_requests(), 250, *big_create_requests())
+)
 test_get_batch_job = rpc_property(
     "GetBatchJob",
     s.job_id_requests(batch_pb2.GetBatchJobRequest),
@@ -279,19 +289,23 @@ test_get_batch_job = rpc_property(
     batch_pb2.GetBatchJobRequest(job_id="j" * MEGABYTE),
     batch_pb2.GetBatchJobRequest(job_id="../../etc/passwd"),
 )
-test_list_batch_jobs = rpc_property(
-    "ListBatchJobs",
-    s.list_batch_jobs_requests(),
-    200,
-    batch_pb2.ListBatchJobsRequest(page_size=-(2**31), state=unknown_enum(-1)),
-    batch_pb2.ListBatchJobsRequest(page_token="@token:jobs", state=unknown_enum(2**31 - 1)),
+test_list_batch_jobs = pytest.mark.slow(
+    rpc_property(
+        "ListBatchJobs",
+        s.list_batch_jobs_requests(),
+        200,
+        batch_pb2.ListBatchJobsRequest(page_size=-(2**31), state=unknown_enum(-1)),
+        batch_pb2.ListBatchJobsRequest(page_token="@token:jobs", state=unknown_enum(2**31 - 1)),
+    )
 )
-test_list_batch_items = rpc_property(
-    "ListBatchItems",
-    s.list_batch_items_requests(),
-    200,
-    batch_pb2.ListBatchItemsRequest(job_id="@job:queued", page_token="@token:items", page_size=1),
-    batch_pb2.ListBatchItemsRequest(job_id="@job:failed", page_token="@token:items"),
+test_list_batch_items = pytest.mark.slow(
+    rpc_property(
+        "ListBatchItems",
+        s.list_batch_items_requests(),
+        200,
+        batch_pb2.ListBatchItemsRequest(job_id="@job:queued", page_token="@token:items", page_size=1),
+        batch_pb2.ListBatchItemsRequest(job_id="@job:failed", page_token="@token:items"),
+    )
 )
 test_watch_batch_job = rpc_property(
     "WatchBatchJob",
@@ -305,12 +319,14 @@ test_process_next = rpc_property("ProcessNext", s.job_id_requests(batch_pb2.Proc
 test_pause_batch_job = rpc_property("PauseBatchJob", s.job_id_requests(batch_pb2.PauseBatchJobRequest), 100)
 test_resume_batch_job = rpc_property("ResumeBatchJob", s.job_id_requests(batch_pb2.ResumeBatchJobRequest), 100)
 test_cancel_batch_job = rpc_property("CancelBatchJob", s.job_id_requests(batch_pb2.CancelBatchJobRequest), 100)
-test_retry_failed_items = rpc_property(
-    "RetryFailedItems",
-    s.retry_requests(),
-    150,
-    batch_pb2.RetryFailedItemsRequest(job_id="@job:failed", item_ids=_uuids(100_000)),
-    batch_pb2.RetryFailedItemsRequest(job_id="@job:cancelled", item_ids=_uuids(100_000)),
+test_retry_failed_items = pytest.mark.slow(
+    rpc_property(
+        "RetryFailedItems",
+        s.retry_requests(),
+        150,
+        batch_pb2.RetryFailedItemsRequest(job_id="@job:failed", item_ids=_uuids(100_000)),
+        batch_pb2.RetryFailedItemsRequest(job_id="@job:cancelled", item_ids=_uuids(100_000)),
+    )
 )
 test_get_batch_job_log = rpc_property("GetBatchJobLog", s.job_id_requests(batch_pb2.GetBatchJobLogRequest), 100)
 
@@ -348,6 +364,7 @@ def expected_control_code(action: str, state: str, items: str) -> grpc.StatusCod
     return OK if state == "failed" else FP
 
 
+@pytest.mark.slow
 @fuzz_settings(80)
 @given(
     state=st.sampled_from(s.JOB_STATES),
@@ -549,6 +566,7 @@ S3_TRAVERSALS = [
 ]
 
 
+@pytest.mark.slow
 async def test_s3_blob_keys_are_built_from_uuids_only(
     postgres: PostgresServer, tmp_path: Path, moto_s3: MotoS3Server
 ) -> None:

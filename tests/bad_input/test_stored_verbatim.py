@@ -272,7 +272,7 @@ async def _job_names(store: Store, name: str) -> None:
     await assert_job_reads_back(store, job.id, name, job.request_id)
 
 
-test_job_names_are_stored_verbatim_or_rejected = with_verbatim_examples(_job_names, "name")
+test_job_names_are_stored_verbatim_or_rejected = pytest.mark.slow(with_verbatim_examples(_job_names, "name"))
 test_job_names_are_stored_verbatim_or_rejected.__doc__ = (
     "A job name comes back identical from every read, or is rejected naming `name` (over 200 characters, NUL)."
 )
@@ -304,6 +304,7 @@ test_job_request_ids_are_stored_verbatim_or_rejected.__doc__ = (
 # --- conversations ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @verbatim_settings(100)
 @given(request_id=st.one_of(texts(), st.uuids().map(lambda u: f"conv-{u}")), created_by=created_by_values())
 @example(request_id="'; DROP TABLE conversations; --", created_by="'; DROP TABLE conversations; --")

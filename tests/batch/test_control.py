@@ -144,6 +144,7 @@ async def test_retry_failed_items_reruns_only_them_and_reuploads_the_log(
     assert replay[-1] == endings[-1]
 
 
+@pytest.mark.slow
 async def test_process_next_reports_the_terminal_state_on_the_last_item(services: Services) -> None:
     job = await services.batch_stub.CreateBatchJob(seed_job_request(auto_start=False))
     assert job.state == batch_pb2.BATCH_JOB_STATE_QUEUED

@@ -102,6 +102,7 @@ def processing_counts(events: list[batch_pb2.BatchJobEvent]) -> Counter[str]:
     return Counter(e.item.item_id for e in events if e.WhichOneof("event") == "item" and e.item.kind == PROCESSING)
 
 
+@pytest.mark.slow
 async def test_stop_on_failure_fails_the_job_at_the_first_permanent_failure(
     database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
 ) -> None:
@@ -238,6 +239,7 @@ async def test_items_processing_at_once_never_exceed_the_concurrency_bound(
         assert set(processing_counts(events).values()) == {1}
 
 
+@pytest.mark.slow
 async def test_a_model_call_longer_than_the_lease_keeps_its_item(
     database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
 ) -> None:
@@ -405,6 +407,7 @@ async def test_a_generation_call_past_its_deadline_is_retried_and_stores_one_con
         assert [str(r["id"]) for r in rows] == [item.conversation_pk]
 
 
+@pytest.mark.slow
 async def test_a_rate_limited_item_pauses_every_claim_of_the_process_for_the_retry_delay(
     database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
 ) -> None:

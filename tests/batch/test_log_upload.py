@@ -53,6 +53,7 @@ async def test_log_is_uploaded_to_s3_at_job_end(services: Services, s3: S3BlobSt
     assert (await s3.get("batch-logs", f"{job.id}/log.txt")).decode() == log.text
 
 
+@pytest.mark.slow
 async def test_with_s3_down_at_job_end_the_job_completes_and_the_log_arrives_later(
     services: Services, proxy: TcpProxy, s3: S3BlobStore
 ) -> None:

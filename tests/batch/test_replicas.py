@@ -7,12 +7,15 @@ import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc
 from tests.support.cluster import ProcessCluster
 from tests.support.demo_catalog import CatalogIds
 from tests.support.jobs import wait_terminal
 from tests.support.postgres import fetch
+
+pytestmark = pytest.mark.slow  # replicas as processes, 200- and 60-item jobs, about 15 s
 
 REPLICA_ENV = {
     "BLOB_STORE": "file",

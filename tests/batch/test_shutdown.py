@@ -41,6 +41,7 @@ async def wait_for_processing(stub: batch_pb2_grpc.BatchServiceStub, job_id: str
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_sigterm_lets_in_flight_items_finish_and_claims_nothing_new(database_url: str, tmp_path: Path) -> None:
     async with pair(database_url, tmp_path, latency=1.5, grace=10) as cluster:
@@ -81,6 +82,7 @@ async def test_items_still_running_after_the_grace_period_are_released(database_
         assert all(r["message"] == "released: worker shutting down" for r in released)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_generation_service_finishes_an_in_flight_call_on_sigterm(database_url: str, tmp_path: Path) -> None:
     async with pair(database_url, tmp_path, latency=2.0, grace=10) as cluster:

@@ -149,6 +149,7 @@ async def test_closed_port_fails_fast() -> None:
         await store.close()
 
 
+@pytest.mark.slow
 async def test_stopped_moto_process_is_unavailable() -> None:
     moto = MotoS3Process()
     await asyncio.to_thread(moto.start)

@@ -167,6 +167,7 @@ async def test_unreachable_service_is_unavailable(capsys: pytest.CaptureFixture[
     assert "Traceback" not in captured.err
 
 
+@pytest.mark.slow
 async def test_subprocess_entry_point(services: Services) -> None:
     generation, batch = services.targets
     argv = [sys.executable, "-m", "clients.cli.main", "--generation-target", generation, "--batch-target", batch]

@@ -84,6 +84,7 @@ def demo_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow
 async def test_demo_runs_the_seed_job_end_to_end_twice(demo_dir: Path) -> None:
     tmp_path = demo_dir
     data_dir = tmp_path / "state"
@@ -189,6 +190,7 @@ def describe(process: psutil.Process) -> str:
         return f"{process.pid} (gone)"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(RUNNING_WITHIN_SECONDS + EXIT_WITHIN_SECONDS + 4 * GONE_WITHIN_SECONDS)
 async def test_ctrl_c_mid_job_stops_everything_the_demo_started(demo_dir: Path, fake_api: FakeMessagesApi) -> None:
     """Ctrl-C while items wait on Claude: exit 130 with 'interrupted', no process, listener or postmaster.pid left."""

@@ -39,7 +39,7 @@ async def test_seed_combination_returns_distinct_pk_and_business_key(
     assert len(final["turns"]) == stored.turn_count >= 2
     assert final["input_parameters"]["persona"]["name"] == "David Chen"
     assert stored.parameters.template_id != NIL  # the template actually used
-    assert stored.model == "services-synthetic"
+    assert stored.model == "offline-synthetic"
     assert stored.persona_key == "pragmatic_optimist"
 
 

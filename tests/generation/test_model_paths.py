@@ -47,6 +47,7 @@ async def test_replies_and_transient_faults_end_in_a_stored_conversation(
     assert system[0]["cache_control"] == {"type": "ephemeral"}, "the reusable system part is marked for caching"
 
 
+@pytest.mark.slow
 async def test_retry_after_is_honoured(claude: Services, fake_api: FakeMessagesApi) -> None:
     fake_api.update_config({"retry_after_seconds": 1})
     fake_api.inject(Fault.RATE_LIMITED)
@@ -120,6 +121,7 @@ async def impatient_services(database_url: str, tmp_path: Path, fake_api: FakeMe
         yield running
 
 
+@pytest.mark.slow
 async def test_an_answer_slower_than_the_model_timeout_is_cut_and_retried(
     impatient_services: Services, fake_api: FakeMessagesApi
 ) -> None:
@@ -133,6 +135,7 @@ async def test_an_answer_slower_than_the_model_timeout_is_cut_and_retried(
     assert 1.0 <= retried.arrived_at - slow.arrived_at < 3.0
 
 
+@pytest.mark.slow
 async def test_persistent_slowness_ends_in_deadline_exceeded_saying_it_timed_out(
     impatient_services: Services, fake_api: FakeMessagesApi
 ) -> None:

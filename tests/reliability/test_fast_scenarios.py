@@ -19,6 +19,8 @@ from tests.reliability.scenarios import SCENARIOS, Scale, Scenario, ScenarioSkip
 from tests.support.moto_s3 import MotoS3Process
 from tests.support.postgres import PostgresServer
 
+pytestmark = pytest.mark.slow  # six fault scenarios on real processes, about 35 s
+
 LONGEST = ("generation_killed", "postgres_restarted", "generation_killed_defaults")
 
 Outcome = ScenarioReport | ScenarioSkipped | BaseException

@@ -17,6 +17,8 @@ from tests.support.moto_s3 import FAKE_REGION, MotoS3Server
 from tests.support.postgres import fetch
 from tests.support.s3 import open_s3_store
 
+pytestmark = pytest.mark.slow  # both services as processes at DEBUG, a job with failures, about 5 s
+
 API_KEY = "sk-ant-api03-SECRET-do-not-log-4f1e"
 CLIENT_TOKEN = "client-SECRET-token-88aa"
 SERVICE_TOKEN = "service-SECRET-token-21bb"
