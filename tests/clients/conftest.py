@@ -11,10 +11,12 @@ import pytest
 
 from clients import ConvgenClient
 from clients.cli.main import main
-from tests.clients.helpers import Result, secured_settings
-from tests.support.certificates import Pem, make_pki
+from tests.clients.helpers import Pki, Result, secured_services
+from tests.support.certificates import make_pki
 from tests.support.postgres import PostgresServer
 from tests.support.services import Services, running_services, test_settings
+
+TempDirs = pytest.TempPathFactory
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ def cli(services: Services, capsys: pytest.CaptureFixture[str]) -> Callable[...,
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pem, Pem, Pem]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """(ca, server, client) certificates for the module."""
     return make_pki(tmp_path_factory.mktemp("pki"))
 
@@ -62,20 +64,14 @@ async def module_database(postgres: PostgresServer) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def tls_services(
-    module_database: str, pki: tuple[Pem, Pem, Pem], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Services]:
+async def tls_services(module_database: str, pki: Pki, tmp_path_factory: TempDirs) -> AsyncIterator[Services]:
     """Both services over TLS (no client certificate asked) with AUTH_TOKENS set."""
-    settings = secured_settings(module_database, tmp_path_factory.mktemp("tls-data"), pki, mutual=False)
-    async with running_services(settings) as running:
+    async with secured_services(module_database, tmp_path_factory.mktemp("tls"), pki, mutual=False) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-async def mtls_services(
-    module_database: str, pki: tuple[Pem, Pem, Pem], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Services]:
+async def mtls_services(module_database: str, pki: Pki, tmp_path_factory: TempDirs) -> AsyncIterator[Services]:
     """Both services requiring a client certificate signed by the CA (mutual TLS), with AUTH_TOKENS set."""
-    settings = secured_settings(module_database, tmp_path_factory.mktemp("mtls-data"), pki, mutual=True)
-    async with running_services(settings) as running:
+    async with secured_services(module_database, tmp_path_factory.mktemp("mtls"), pki, mutual=True) as running:
         yield running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from convgen.settings import Settings
 from tests.support.certificates import Pem
 from tests.support.postgres import fetch
-from tests.support.services import test_settings
+from tests.support.services import Services, running_services, test_settings
 
 # The seed's second arc: turning its templates off makes its 4 items fail at template selection.
 FAILING_ARC_KEY = "couple_conflict_to_alignment"
@@ -35,7 +36,16 @@ class Result:
         return [json.loads(line) for line in self.out.splitlines() if line.strip()]
 
 
-def secured_settings(dsn: str, data_dir: Path, pki: tuple[Pem, Pem, Pem], *, mutual: bool) -> Settings:
+Pki = tuple[Pem, Pem, Pem]
+"""(ca, server, client) certificates."""
+
+
+def secured_services(dsn: str, data_dir: Path, pki: Pki, *, mutual: bool) -> AbstractAsyncContextManager[Services]:
+    """Both services with the settings of secured_settings, running until the block ends."""
+    return running_services(secured_settings(dsn, data_dir, pki, mutual=mutual))
+
+
+def secured_settings(dsn: str, data_dir: Path, pki: Pki, *, mutual: bool) -> Settings:
     """Services with a server certificate and AUTH_TOKENS; mutual ones also require a client certificate."""
     ca, server, client = pki
     mutual_tls = {

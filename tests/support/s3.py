@@ -27,27 +27,10 @@ def s3_settings(endpoint_url: str) -> dict[str, Any]:
     }
 
 
-async def open_s3_store(
-    endpoint_url: str,
-    *,
-    access_key_id: str = FAKE_ACCESS_KEY_ID,
-    secret_access_key: str = FAKE_SECRET_ACCESS_KEY,
-    create_buckets: bool = True,
-    max_attempts: int = 3,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 30.0,
-) -> S3BlobStore:
-    """An S3BlobStore against endpoint_url, with the fake credentials unless told otherwise."""
-    return await S3BlobStore.open(
-        endpoint_url=endpoint_url,
-        region=FAKE_REGION,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        create_buckets=create_buckets,
-        max_attempts=max_attempts,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )
+async def open_s3_store(endpoint_url: str, **options: Any) -> S3BlobStore:
+    """An S3BlobStore against endpoint_url: the fake credentials and S3BlobStore.open's defaults unless overridden."""
+    fake = {"region": FAKE_REGION, "access_key_id": FAKE_ACCESS_KEY_ID, "secret_access_key": FAKE_SECRET_ACCESS_KEY}
+    return await S3BlobStore.open(endpoint_url=endpoint_url, **{**fake, "create_buckets": True, **options})
 
 
 @asynccontextmanager
