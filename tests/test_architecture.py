@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,13 @@ import pytest
 from tests.support.checkout import ROOT
 
 DOC = ROOT / "docs" / "architecture.md"
-PRODUCT = ("convgen", "generation_service", "batch_service", "clients")
+# The product's top-level packages: what the wheel ships (pyproject.toml's package list).
+PRODUCT = tuple(
+    pattern.removesuffix("*")
+    for pattern in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+        "include"
+    ]
+)
 SERVICES = ("generation_service", "batch_service")
 # A backticked repository path: `pkg/module.py`, `pkg/sub/`, `docs/x.md`, `dev.py` (no spaces, no {placeholders}).
 PATH = re.compile(r"`([\w.-]+(?:/[\w.-]+)*/?)`")
@@ -109,18 +116,18 @@ def test_the_services_never_import_each_other(importer: str, forbidden: str) -> 
     assert not violations(importer, forbidden)
 
 
-@pytest.mark.parametrize("forbidden", [*SERVICES, "clients"])
-def test_shared_code_imports_neither_service_nor_the_clients(forbidden: str) -> None:
+@pytest.mark.parametrize("forbidden", [top for top in PRODUCT if top != "convgen"])
+def test_shared_code_imports_nothing_of_the_rest_of_the_product(forbidden: str) -> None:
     assert not violations("convgen", forbidden)
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_the_services_do_not_import_the_clients(service: str) -> None:
-    assert not violations(service, "clients")
+@pytest.mark.parametrize(("service", "forbidden"), [(s, f) for s in SERVICES for f in ("clients", "server_commands")])
+def test_the_services_import_neither_the_clients_nor_the_server_commands(service: str, forbidden: str) -> None:
+    assert not violations(service, forbidden)
 
 
 def test_store_modules_import_no_edge_logic_or_other_store_module() -> None:
-    """A store module may use its service's domain values and convgen/; nothing else of its service."""
+    """A store module may use its service's domain values, other store modules and convgen/; nothing else of it."""
     wrong = [
         f"{module} -> {imported}"
         for module, imported_names in IMPORTS.items()
@@ -129,6 +136,7 @@ def test_store_modules_import_no_edge_logic_or_other_store_module() -> None:
         if within(imported, service := module.split(".")[0])
         and imported != service
         and not within(imported, f"{service}.domain")
+        and not within(imported, f"{service}.store")
     ]
     assert not wrong
 
@@ -144,15 +152,24 @@ def test_only_the_composition_root_imports_the_grpc_edge() -> None:
     assert not wrong
 
 
-def test_the_client_library_needs_only_itself_and_the_generated_code() -> None:
+@pytest.mark.parametrize("forbidden", [*SERVICES, "server_commands", "clients.cli"])
+def test_the_client_library_imports_no_service_no_server_command_and_no_cli(forbidden: str) -> None:
+    library = [name for name in IMPORTS if within(name, "clients") and not within(name, "clients.cli")]
+    assert library
+    assert not [
+        f"{module} -> {imported}" for module in library for imported in IMPORTS[module] if within(imported, forbidden)
+    ]
+
+
+def test_only_the_server_commands_and_the_demo_import_a_composition_root() -> None:
+    roots = {f"{service}.app" for service in SERVICES}
     wrong = [
         f"{module} -> {imported}"
         for module, imported_names in IMPORTS.items()
-        if within(module, "clients") and not within(module, "clients.cli")
         for imported in imported_names
-        if any(within(imported, top) for top in PRODUCT)
-        and not within(imported, "clients")
-        and not within(imported, "convgen.v1")
+        if any(within(imported, root) for root in roots)
+        and not within(module, "server_commands")
+        and module != "clients.cli.demo"
     ]
     assert not wrong
 
@@ -161,4 +178,4 @@ def test_the_import_reader_sees_imports() -> None:
     """The rules above are only as good as imports_of: it must find every form of import."""
     assert {"batch_service.domain", "batch_service.domain.JobRow"} <= IMPORTS["batch_service.store.jobs"]
     assert "convgen.v1" in IMPORTS["clients.client"]
-    assert any(within(name, "generation_service") for name in IMPORTS["clients.cli.serve_all"])
+    assert any(within(name, "generation_service") for name in IMPORTS["server_commands.serve_all"])

@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from convgen.settings_doc import render_into
-from tests.support.checkout import ROOT, buf_binary
+from dev import buf_binary
+from tests.support.checkout import ROOT
 from tests.support.reflection_client import ReflectionClient
 from tests.support.services import Services, running_services, test_settings
 

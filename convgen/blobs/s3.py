@@ -57,7 +57,6 @@ class S3BlobStore:
         max_pool_connections: int = 64,
         addressing_style: str | None = None,
     ) -> None:
-        self._endpoint_url = endpoint_url
         self._region = region
         self._create_buckets = create_buckets
         self._secrets = [s for s in (access_key_id, secret_access_key) if s]

@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 
 from convgen.catalog.loader import packaged_catalog_path
-from convgen.catalog.models import ConversationSubject, EmotionalArc, Persona, Tier, TrainingTopic
+from convgen.catalog.models import NIL_UUID, ConversationSubject, EmotionalArc, Persona, Tier, TrainingTopic
 from convgen.v1 import batch_pb2, common_pb2, generation_pb2
 
-NIL = "00000000-0000-0000-0000-000000000000"
+NIL = str(NIL_UUID)
 # The seed's failed combination (its bug #1 item): David Chen / Couple Conflict → Alignment / Essential Estate Planning.
 DAVID_CHEN = "aa514346-cd61-42ac-adad-498934975402"
 COUPLE_CONFLICT = "33d2ac3e-3f92-44a5-a53d-788fdece2545"
