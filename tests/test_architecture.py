@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,15 +100,19 @@ def within(name: str, package: str) -> bool:
     return name == package or name.startswith(f"{package}.")
 
 
+def offending(importer: Callable[[str], bool], imported: Callable[[str], bool]) -> list[str]:
+    """'module -> name' for every import, by a module importer accepts, of a name imported accepts."""
+    return sorted(f"{m} -> {n}" for m, names in IMPORTS.items() if importer(m) for n in names if imported(n))
+
+
 def violations(importer: str, forbidden: str) -> list[str]:
-    """'importer -> imported' for every module under importer that imports something under forbidden."""
-    return sorted(
-        f"{module} -> {imported}"
-        for module, imported_names in IMPORTS.items()
-        if within(module, importer)
-        for imported in imported_names
-        if within(imported, forbidden)
-    )
+    """The imports, by modules under importer, of anything under forbidden."""
+    return offending(lambda module: within(module, importer), lambda name: within(name, forbidden))
+
+
+def top_package(module: str) -> str:
+    """The top-level package of a dotted name."""
+    return module.partition(".")[0]
 
 
 @pytest.mark.parametrize(("importer", "forbidden"), [(a, b) for a in SERVICES for b in SERVICES if a != b])
@@ -126,52 +130,36 @@ def test_the_services_import_neither_the_clients_nor_the_server_commands(service
     assert not violations(service, forbidden)
 
 
-def test_store_modules_import_no_edge_logic_or_other_store_module() -> None:
+def test_store_modules_import_no_edge_or_logic_module() -> None:
     """A store module may use its service's domain values, other store modules and convgen/; nothing else of it."""
-    wrong = [
-        f"{module} -> {imported}"
-        for module, imported_names in IMPORTS.items()
-        if ".store." in module
-        for imported in imported_names
-        if within(imported, service := module.split(".")[0])
-        and imported != service
-        and not within(imported, f"{service}.domain")
-        and not within(imported, f"{service}.store")
-    ]
-    assert not wrong
+    assert not offending(
+        lambda module: ".store." in module,
+        lambda name: (
+            top_package(name) in SERVICES
+            and name != top_package(name)
+            and not any(within(name, f"{top_package(name)}.{layer}") for layer in ("domain", "store"))
+        ),
+    )
 
 
 def test_only_the_composition_root_imports_the_grpc_edge() -> None:
     edges = {f"{service}.api" for service in SERVICES}
-    wrong = [
-        f"{module} -> {imported}"
-        for module, imported_names in IMPORTS.items()
-        for imported in imported_names
-        if imported in edges and module != f"{imported.rpartition('.')[0]}.app"
-    ]
-    assert not wrong
+    assert not offending(lambda module: module not in {f"{s}.app" for s in SERVICES}, lambda name: name in edges)
 
 
 @pytest.mark.parametrize("forbidden", [*SERVICES, "server_commands", "clients.cli"])
 def test_the_client_library_imports_no_service_no_server_command_and_no_cli(forbidden: str) -> None:
     library = [name for name in IMPORTS if within(name, "clients") and not within(name, "clients.cli")]
     assert library
-    assert not [
-        f"{module} -> {imported}" for module in library for imported in IMPORTS[module] if within(imported, forbidden)
-    ]
+    assert not offending(lambda module: module in library, lambda name: within(name, forbidden))
 
 
 def test_only_the_server_commands_and_the_demo_import_a_composition_root() -> None:
-    roots = {f"{service}.app" for service in SERVICES}
-    wrong = [
-        f"{module} -> {imported}"
-        for module, imported_names in IMPORTS.items()
-        for imported in imported_names
-        if any(within(imported, root) for root in roots)
-        and not within(module, "server_commands")
-        and module != "clients.cli.demo"
-    ]
-    assert not wrong
+    roots = [f"{service}.app" for service in SERVICES]
+    assert not offending(
+        lambda module: not within(module, "server_commands") and module != "clients.cli.demo",
+        lambda name: any(within(name, root) for root in roots),
+    )
 
 
 def test_the_import_reader_sees_imports() -> None:
