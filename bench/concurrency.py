@@ -20,8 +20,8 @@ from bench.jobs import failure_samples, job_elapsed, wait_job, warm_up
 from bench.report import Row, fmt, note, ratio, result_line, rounded, verdict
 from bench.runner import standalone
 from convgen.v1 import batch_pb2
-from tests.support.checkout import ROOT
 from tests.support.demo_catalog import CatalogIds
+from tests.support.processes import start_python_module
 
 NAME = "concurrency"
 LATENCY_S = 0.5
@@ -54,19 +54,8 @@ def _requests_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str
 
 
 async def _naive(base_url: str, items: int) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.naive_peer",
-        "--base-url",
-        base_url,
-        "--items",
-        str(items),
-        "--concurrency",
-        str(CONCURRENCY),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = await start_python_module(
+        "bench.naive_peer", "--base-url", base_url, "--items", str(items), "--concurrency", str(CONCURRENCY)
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=max(300.0, items))

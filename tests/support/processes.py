@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from asyncio.subprocess import PIPE, Process
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,13 @@ def clean_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     env.update(overrides)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+async def start_python_module(module: str, *args: str, env: Mapping[str, str] | None = None) -> Process:
+    """`python -m module args` in the checkout with this interpreter, its stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE
+    )
 
 
 @dataclass
