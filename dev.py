@@ -4,6 +4,7 @@
 Needs only Python 3.11+. Usage:
     python3 dev.py demo            # the one-command demo (embedded PostgreSQL, offline model)
     python3 dev.py test [ARGS]     # the whole default test suite (pytest ARGS passed through)
+    python3 dev.py test --fast     # everything but the tests marked slow: every area, in under two minutes
     python3 dev.py reliability     # the full reliability suite, prints its table
     python3 dev.py bench [--quick] # the benchmark suite, writes docs/performance.md
     python3 dev.py gen             # regenerate Python code from protos/
@@ -143,6 +144,8 @@ def main(argv: list[str]) -> int:
         return run([py, "-m", "clients.cli.main", "demo", *rest])
     if command == "test":
         ensure_buf()
+        if "--fast" in rest:
+            rest = ["-m", "not slow", *(arg for arg in rest if arg != "--fast")]
         return run([py, "-m", "pytest", *rest])
     if command == "reliability":
         return run([py, "-m", "tests.reliability.full_suite", *rest])

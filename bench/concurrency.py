@@ -15,25 +15,13 @@ import sys
 import time
 from typing import Any
 
-from bench.cluster import (
-    ROOT,
-    BenchPostgres,
-    Cluster,
-    ClusterPool,
-    ClusterSpec,
-    Row,
-    failure_samples,
-    fmt,
-    job_elapsed,
-    note,
-    ratio,
-    result_line,
-    rounded,
-    standalone,
-    verdict,
-    wait_job,
-)
+from bench.cluster import Cluster, ClusterPool, ClusterSpec
+from bench.jobs import failure_samples, job_elapsed, wait_job, warm_up
+from bench.report import Row, fmt, note, ratio, result_line, rounded, verdict
+from bench.runner import standalone
 from convgen.v1 import batch_pb2
+from tests.support.demo_catalog import CatalogIds
+from tests.support.processes import start_python_module
 
 NAME = "concurrency"
 LATENCY_S = 0.5
@@ -66,19 +54,8 @@ def _requests_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str
 
 
 async def _naive(base_url: str, items: int) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.naive_peer",
-        "--base-url",
-        base_url,
-        "--items",
-        str(items),
-        "--concurrency",
-        str(CONCURRENCY),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = await start_python_module(
+        "bench.naive_peer", "--base-url", base_url, "--items", str(items), "--concurrency", str(CONCURRENCY)
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=max(300.0, items))
@@ -92,11 +69,11 @@ async def _naive(base_url: str, items: int) -> dict[str, Any]:
     return result
 
 
-async def _seed_design(cluster: Cluster, pg: BenchPostgres, items: int) -> dict[str, Any]:
+async def _seed_design(cluster: Cluster, catalog: CatalogIds, items: int) -> dict[str, Any]:
     stub = cluster.stub
     job = await stub.CreateBatchJob(
         batch_pb2.CreateBatchJobRequest(
-            name="seed design", combination=pg.catalog.combination(items), concurrency=1, auto_start=False
+            name="seed design", combination=catalog.combination(items), concurrency=1, auto_start=False
         )
     )
     processed = 0
@@ -123,28 +100,22 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
     """convgen, then the naive script, then the seed's design, against one fake API; returns the JSON line."""
     items = 64 if quick else 1280
     seed_items = 2 if quick else 20
-    pg = pool.pg
+    catalog = pool.catalog
     async with pool.cluster(spec()) as cluster:
         stub = cluster.stub
-        assert cluster.api is not None
-        base_url = cluster.api.base_url
-        warm = await stub.CreateBatchJob(
-            batch_pb2.CreateBatchJobRequest(
-                name="warm-up", combination=pg.catalog.combination(WARM_UP_ITEMS), concurrency=CONCURRENCY
-            )
-        )
-        await wait_job(stub, warm.id, within=120)
+        base_url = cluster.fake_api.base_url
+        await warm_up(stub, catalog, WARM_UP_ITEMS, CONCURRENCY, log_uploaded=False)
 
-        before = cluster.fake_api_stats()
+        before = await cluster.fake_api.stats()
         job = await stub.CreateBatchJob(
             batch_pb2.CreateBatchJobRequest(
-                name="concurrency", combination=pg.catalog.combination(items), concurrency=CONCURRENCY
+                name="concurrency", combination=catalog.combination(items), concurrency=CONCURRENCY
             )
         )
         done = await wait_job(stub, job.id, within=max(300.0, items))
         elapsed = job_elapsed(done)
         convgen_ips = done.completed_items / elapsed if elapsed > 0 else None
-        after_convgen = cluster.fake_api_stats()
+        after_convgen = await cluster.fake_api.stats()
         convgen: dict[str, Any] = {
             "items": items,
             "completed": done.completed_items,
@@ -161,13 +132,13 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
         await wait_job(stub, job.id, within=60, log_uploaded=True)
 
         naive = await _naive(base_url, items)
-        after_naive = cluster.fake_api_stats()
+        after_naive = await cluster.fake_api.stats()
         naive["of_ideal"] = ratio(naive.get("items_per_s"), IDEAL_ITEMS_PER_S)
         naive["model_requests"] = _requests_between(after_convgen, after_naive)
         note(f"concurrency naive script: {naive['items_per_s']} items/s ({naive['of_ideal']} of ideal)")
 
-        seed = await _seed_design(cluster, pg, seed_items)
-        seed["model_requests"] = _requests_between(after_naive, cluster.fake_api_stats())
+        seed = await _seed_design(cluster, catalog, seed_items)
+        seed["model_requests"] = _requests_between(after_naive, await cluster.fake_api.stats())
         note(f"concurrency seed design: {seed['items_per_s']} items/s")
     return result_line(
         NAME,

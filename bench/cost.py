@@ -21,19 +21,10 @@ from typing import Any
 import asyncpg
 
 from bench import naive_peer
-from bench.cluster import (
-    ClusterPool,
-    ClusterSpec,
-    Row,
-    fmt,
-    note,
-    ratio,
-    result_line,
-    rounded,
-    standalone,
-    verdict,
-    wait_job,
-)
+from bench.cluster import ClusterPool, ClusterSpec
+from bench.jobs import wait_job
+from bench.report import Row, fmt, note, ratio, result_line, rounded, verdict
+from bench.runner import standalone
 from convgen.catalog import repository
 from convgen.catalog.models import GenerationParameters, Tier
 from convgen.catalog.templates import render
@@ -93,12 +84,12 @@ def per_thousand(cost: Decimal | float | None, items: int) -> float | None:
 async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
     """convgen's reference job (with its validate_only estimate first), then the naive script; the JSON line."""
     items = 50 if quick else 1000
-    combination = pool.pg.catalog.combination(items)
+    combination = pool.catalog.combination(items)
     prices = load_price_table()
     async with pool.cluster(spec()) as cluster:
         stub = cluster.stub
         # Earlier conversations of the same templates, so that the estimate has observed output sizes.
-        catalog = pool.pg.catalog
+        catalog = pool.catalog
         earlier = batch_pb2.Combination(
             persona_ids=catalog.persona_ids[:1],
             emotional_arc_ids=catalog.arc_ids,
@@ -119,9 +110,8 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
         )
         job = await stub.CreateBatchJob(request)
         done = await wait_job(stub, job.id, within=max(600.0, items * 2))
-        assert cluster.api is not None
         naive = await naive_peer.run_prompts(
-            cluster.api.base_url, await naive_prompts(cluster.dsn, combination), CONCURRENCY, model=MODEL
+            cluster.fake_api.base_url, await naive_prompts(cluster.dsn, combination), CONCURRENCY, model=MODEL
         )
     usage = naive["usage"]
     naive_cost = prices.cost(

@@ -16,21 +16,10 @@ import asyncio
 import sys
 from typing import Any
 
-from bench.cluster import (
-    ClusterPool,
-    ClusterSpec,
-    Row,
-    failure_samples,
-    fmt,
-    job_elapsed,
-    note,
-    ratio,
-    result_line,
-    rounded,
-    standalone,
-    verdict,
-    wait_job,
-)
+from bench.cluster import ClusterPool, ClusterSpec
+from bench.jobs import failure_samples, job_elapsed, wait_job, warm_up
+from bench.report import Row, fmt, note, ratio, result_line, rounded, verdict
+from bench.runner import standalone
 from convgen.v1 import batch_pb2
 
 NAME = "output_pacing"
@@ -60,24 +49,20 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
             "output_tokens": OUTPUT_TOKENS,
         },
     )
-    pg = pool.pg
     rate = OUTPUT_TOKENS_PER_MINUTE / 60
     async with pool.cluster(spec) as cluster:
         stub = cluster.stub
         # Warm-up: one item (the pacer's probe learns the limits from its headers); then let the bucket refill.
-        warm = await stub.CreateBatchJob(
-            batch_pb2.CreateBatchJobRequest(name="warm-up", combination=pg.catalog.combination(1), concurrency=1)
-        )
-        await wait_job(stub, warm.id, within=120, log_uploaded=True)
+        await warm_up(stub, pool.catalog, 1, 1)
         await asyncio.sleep(BURST_SECONDS + 1)
-        before = cluster.fake_api_stats()
+        before = await cluster.fake_api.stats()
         job = await stub.CreateBatchJob(
             batch_pb2.CreateBatchJobRequest(
-                name="output pacing", combination=pg.catalog.combination(items), concurrency=CONCURRENCY
+                name="output pacing", combination=pool.catalog.combination(items), concurrency=CONCURRENCY
             )
         )
         done = await wait_job(stub, job.id, within=max(300.0, items * OUTPUT_TOKENS / rate * 4))
-        after = cluster.fake_api_stats()
+        after = await cluster.fake_api.stats()
         failures = await failure_samples(stub, job.id) if done.failed_items else []
     elapsed = job_elapsed(done)
     output = done.usage.output_tokens

@@ -12,23 +12,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from bench.cluster import (
-    ClusterPool,
-    ClusterSpec,
-    CpuMeter,
-    Row,
-    failure_samples,
-    fmt,
-    job_elapsed,
-    note,
-    per_item_ms,
-    ratio,
-    result_line,
-    rounded,
-    standalone,
-    verdict,
-    wait_job,
-)
+from bench.cluster import ClusterPool, ClusterSpec
+from bench.jobs import failure_samples, job_elapsed, wait_job, warm_up
+from bench.meters import CpuMeter, per_item_ms
+from bench.report import Row, fmt, note, ratio, result_line, rounded, verdict
+from bench.runner import standalone
 from convgen.v1 import batch_pb2
 
 NAME = "overhead"
@@ -44,26 +32,22 @@ CONFIGS: dict[str, ClusterSpec] = {
 }
 
 
-async def _run_config(pool: ClusterPool, name: str, spec: ClusterSpec, items: int, warm_up: int) -> dict[str, Any]:
-    pg = pool.pg
+async def _run_config(
+    pool: ClusterPool, name: str, spec: ClusterSpec, items: int, warm_up_items: int
+) -> dict[str, Any]:
     async with pool.cluster(spec) as cluster:
         stub = cluster.stub
         # Warm-up: connections, lazy imports, the SDK's first request (the pacer's probe); not measured.
-        warm = await stub.CreateBatchJob(
-            batch_pb2.CreateBatchJobRequest(
-                name="warm-up", combination=pg.catalog.combination(warm_up), concurrency=JOB_CONCURRENCY
-            )
-        )
-        warmed = await wait_job(stub, warm.id, within=120, log_uploaded=True)
+        warmed = await warm_up(stub, pool.catalog, warm_up_items, JOB_CONCURRENCY)
         if warmed.failed_items:
-            raise RuntimeError(f"the warm-up job failed: {await failure_samples(stub, warm.id)}")
-        stats_before = cluster.fake_api_stats() if spec.model == "sdk" else None
+            raise RuntimeError(f"the warm-up job failed: {await failure_samples(stub, warmed.id)}")
+        stats_before = await cluster.fake_api.stats() if spec.model == "sdk" else None
 
-        meter = CpuMeter({**cluster.pids(), "postgres": pg.postmaster_pid})
+        meter = CpuMeter({**cluster.pids(), "postgres": pool.postgres.postmaster_pid})
         meter.start()
         job = await stub.CreateBatchJob(
             batch_pb2.CreateBatchJobRequest(
-                name=f"overhead {name}", combination=pg.catalog.combination(items), concurrency=JOB_CONCURRENCY
+                name=f"overhead {name}", combination=pool.catalog.combination(items), concurrency=JOB_CONCURRENCY
             )
         )
         done = await wait_job(stub, job.id, within=max(300.0, items / 5), log_uploaded=True)
@@ -82,7 +66,7 @@ async def _run_config(pool: ClusterPool, name: str, spec: ClusterSpec, items: in
         if done.failed_items:
             result["failure_samples"] = await failure_samples(stub, job.id)
         if stats_before is not None:
-            stats_after = cluster.fake_api_stats()
+            stats_after = await cluster.fake_api.stats()
             result["model_requests"] = stats_after["total"] - stats_before["total"]
             result["model_429"] = stats_after["rate_limited"] - stats_before["rate_limited"]
         note(
@@ -95,11 +79,11 @@ async def _run_config(pool: ClusterPool, name: str, spec: ClusterSpec, items: in
 async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
     """Runs the three configurations one after the other; returns the JSON line."""
     items = 100 if quick else 2000
-    warm_up = 5 if quick else WARM_UP_ITEMS
+    warm_up_items = 5 if quick else WARM_UP_ITEMS
     runs: dict[str, Any] = {}
     for name, spec in CONFIGS.items():
         try:
-            runs[name] = await _run_config(pool, name, spec, items, warm_up)
+            runs[name] = await _run_config(pool, name, spec, items, warm_up_items)
         except Exception as error:
             note(f"overhead {name} failed: {error!r}")
             runs[name] = {"error": f"{type(error).__name__}: {error}"}
@@ -110,7 +94,7 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
             "items": items,
             "model_latency_s": 0,
             "job_concurrency": JOB_CONCURRENCY,
-            "warm_up_items": warm_up,
+            "warm_up_items": warm_up_items,
             "runs": runs,
         },
     )

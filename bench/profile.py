@@ -19,8 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.cluster import BenchPostgres, ClusterPool, note, run_until_done, wait_job
+from bench.cluster import ClusterPool
+from bench.jobs import wait_job, warm_up
 from bench.overhead import CONFIGS, JOB_CONCURRENCY, WARM_UP_ITEMS
+from bench.report import note
+from bench.runner import run_until_done, with_cluster_pool
 from convgen.v1 import batch_pb2
 
 
@@ -60,52 +63,45 @@ def summarise(raw: Path, top: int) -> str:
 
 async def profile(py_spy: str, config: str, items: int, out: Path, top: int) -> None:
     """Runs the configuration under py-spy and prints the summaries."""
-    pg = await BenchPostgres.start()
-    pool = ClusterPool(pg, reuse=False)
-    try:
-        async with pool.cluster(CONFIGS[config]) as cluster:
-            stub = cluster.stub
-            warm = await stub.CreateBatchJob(
+    await with_cluster_pool(lambda pool: _profile(pool, py_spy, config, items, out=out, top=top), reuse=False)
+
+
+async def _profile(pool: ClusterPool, py_spy: str, config: str, items: int, *, out: Path, top: int) -> None:
+    async with pool.cluster(CONFIGS[config]) as cluster:
+        stub = cluster.stub
+        await warm_up(stub, pool.catalog, WARM_UP_ITEMS, JOB_CONCURRENCY)
+        recorders: dict[str, tuple[asyncio.subprocess.Process, Path]] = {}
+        for name, pid in cluster.pids().items():
+            if name not in ("generation", "batch"):
+                continue
+            raw = out / f"{name}.txt"
+            recorder = await asyncio.create_subprocess_exec(
+                *[py_spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw", "-o", str(raw)],
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            recorders[name] = (recorder, raw)
+        try:
+            await asyncio.sleep(1.0)
+            job = await stub.CreateBatchJob(
                 batch_pb2.CreateBatchJobRequest(
-                    name="warm-up", combination=pg.catalog.combination(WARM_UP_ITEMS), concurrency=JOB_CONCURRENCY
+                    name=f"profile {config}", combination=pool.catalog.combination(items), concurrency=JOB_CONCURRENCY
                 )
             )
-            await wait_job(stub, warm.id, within=120, log_uploaded=True)
-            recorders: dict[str, tuple[asyncio.subprocess.Process, Path]] = {}
-            for name, pid in cluster.pids().items():
-                if name not in ("generation", "batch"):
-                    continue
-                raw = out / f"{name}.txt"
-                recorder = await asyncio.create_subprocess_exec(
-                    *[py_spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw", "-o", str(raw)],
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )
-                recorders[name] = (recorder, raw)
-            try:
-                await asyncio.sleep(1.0)
-                job = await stub.CreateBatchJob(
-                    batch_pb2.CreateBatchJobRequest(
-                        name=f"profile {config}", combination=pg.catalog.combination(items), concurrency=JOB_CONCURRENCY
-                    )
-                )
-                done = await wait_job(stub, job.id, within=max(300.0, items / 5), log_uploaded=True)
-                note(f"profiled job: {done.completed_items} completed, {done.failed_items} failed")
-            finally:
-                for recorder, _ in recorders.values():
-                    recorder.send_signal(signal.SIGINT)
-                for recorder, _ in recorders.values():
-                    try:
-                        await asyncio.wait_for(recorder.wait(), 30)
-                    except TimeoutError:
-                        recorder.kill()
-                        await recorder.wait()
-            for name, (_, raw) in recorders.items():
-                print(f"{name} service ({raw}):")
-                print(summarise(raw, top) if raw.exists() else "  (py-spy wrote nothing)")
-    finally:
-        await pool.close()
-        await pg.close()
+            done = await wait_job(stub, job.id, within=max(300.0, items / 5), log_uploaded=True)
+            note(f"profiled job: {done.completed_items} completed, {done.failed_items} failed")
+        finally:
+            for recorder, _ in recorders.values():
+                recorder.send_signal(signal.SIGINT)
+            for recorder, _ in recorders.values():
+                try:
+                    await asyncio.wait_for(recorder.wait(), 30)
+                except TimeoutError:
+                    recorder.kill()
+                    await recorder.wait()
+        for name, (_, raw) in recorders.items():
+            print(f"{name} service ({raw}):")
+            print(summarise(raw, top) if raw.exists() else "  (py-spy wrote nothing)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,26 +35,14 @@ from typing import Any
 import asyncpg
 
 from batch_service.store.events import EVENTS_CHANNEL
-from bench.cluster import (
-    ROOT,
-    BenchPostgres,
-    Cluster,
-    ClusterPool,
-    ClusterSpec,
-    Row,
-    failure_samples,
-    fmt,
-    job_elapsed,
-    note,
-    percentile,
-    ratio,
-    result_line,
-    rounded,
-    standalone,
-    verdict,
-    wait_job,
-)
+from bench.cluster import Cluster, ClusterPool, ClusterSpec
+from bench.jobs import failure_samples, job_elapsed, wait_job, warm_up
+from bench.meters import percentile
+from bench.report import Row, fmt, note, ratio, result_line, rounded, verdict
+from bench.runner import standalone
 from convgen.v1 import batch_pb2
+from tests.support.checkout import ROOT
+from tests.support.demo_catalog import CatalogIds
 
 NAME = "progress_latency"
 CONCURRENCY = 64
@@ -153,7 +141,7 @@ async def _stop_watchers(clients: list[tuple[asyncio.subprocess.Process, Path]])
 
 async def _measure(
     cluster: Cluster,
-    pg: BenchPostgres,
+    catalog: CatalogIds,
     listener: CommitListener,
     *,
     items: int,
@@ -163,17 +151,16 @@ async def _measure(
 ) -> dict[str, Any]:
     """One job with `watchers` watchers: throughput and commit→receive latencies of completion events."""
     stub = cluster.stub
-    assert cluster.batch is not None
     job = await stub.CreateBatchJob(
         batch_pb2.CreateBatchJobRequest(
             name=f"progress {label}, {watchers} watchers",
-            combination=pg.catalog.combination(items),
+            combination=catalog.combination(items),
             concurrency=concurrency,
             auto_start=False,
         )
     )
     with tempfile.TemporaryDirectory(prefix="convgen-bench-watch-") as tmp:
-        clients = await _start_watchers(cluster.batch.address, job.id, watchers, Path(tmp)) if watchers else []
+        clients = await _start_watchers(cluster.batch_address, job.id, watchers, Path(tmp)) if watchers else []
         try:
             await stub.ResumeBatchJob(batch_pb2.ResumeBatchJobRequest(job_id=job.id))
             done = await wait_job(stub, job.id, within=max(300.0, items))
@@ -242,43 +229,38 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
     moderate_items = 16 if quick else 320
     saturated_items = 50 if quick else 1000
     spec = ClusterSpec(model="sdk", api_latency=PACED_LATENCY_S, api_jitter=JITTER, api_seed=11)
-    pg = pool.pg
+    catalog = pool.catalog
     async with pool.cluster(spec) as cluster:
         listener = CommitListener(cluster.dsn)
         await listener.start()
         try:
-            warm = await cluster.stub.CreateBatchJob(
-                batch_pb2.CreateBatchJobRequest(
-                    name="warm-up", combination=pg.catalog.combination(WARM_UP_ITEMS), concurrency=CONCURRENCY
-                )
-            )
-            await wait_job(cluster.stub, warm.id, within=120, log_uploaded=True)
+            await warm_up(cluster.stub, catalog, WARM_UP_ITEMS, CONCURRENCY)
             paced: dict[str, Any] = {
                 "model_latency_s": PACED_LATENCY_S,
                 "items": paced_items,
-                "watchers_1": await _measure(cluster, pg, listener, items=paced_items, watchers=1, label="paced"),
+                "watchers_1": await _measure(cluster, catalog, listener, items=paced_items, watchers=1, label="paced"),
                 f"watchers_{MANY}": await _measure(
-                    cluster, pg, listener, items=paced_items, watchers=MANY, label="paced"
+                    cluster, catalog, listener, items=paced_items, watchers=MANY, label="paced"
                 ),
             }
             moderate = await _measure(
                 cluster,
-                pg,
+                catalog,
                 listener,
                 items=moderate_items,
                 watchers=MANY,
                 label="moderate",
                 concurrency=MODERATE_CONCURRENCY,
             )
-            cluster.fake_api_config(latency_seconds=0.0, latency_jitter=0.0)
+            await cluster.fake_api.configure(latency_seconds=0.0, latency_jitter=0.0)
             saturated: dict[str, Any] = {
                 "model_latency_s": 0,
                 "items": saturated_items,
                 "watchers_0": await _measure(
-                    cluster, pg, listener, items=saturated_items, watchers=0, label="saturated"
+                    cluster, catalog, listener, items=saturated_items, watchers=0, label="saturated"
                 ),
                 f"watchers_{MANY}": await _measure(
-                    cluster, pg, listener, items=saturated_items, watchers=MANY, label="saturated"
+                    cluster, catalog, listener, items=saturated_items, watchers=MANY, label="saturated"
                 ),
             }
         finally:

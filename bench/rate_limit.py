@@ -13,21 +13,10 @@ import asyncio
 import sys
 from typing import Any
 
-from bench.cluster import (
-    ClusterPool,
-    ClusterSpec,
-    Row,
-    failure_samples,
-    fmt,
-    job_elapsed,
-    note,
-    ratio,
-    result_line,
-    rounded,
-    standalone,
-    verdict,
-    wait_job,
-)
+from bench.cluster import ClusterPool, ClusterSpec
+from bench.jobs import failure_samples, job_elapsed, wait_job, warm_up
+from bench.report import Row, fmt, note, ratio, result_line, rounded, verdict
+from bench.runner import standalone
 from convgen.v1 import batch_pb2
 
 NAME = "rate_limit"
@@ -46,25 +35,19 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
     """One job against the rate-limited fake; returns the JSON line."""
     items = 30 if quick else 300
     spec = ClusterSpec(model="sdk", api_latency=LATENCY_S, api_jitter=JITTER, api_seed=3, api_rpm=RPM)
-    pg = pool.pg
     async with pool.cluster(spec) as cluster:
         stub = cluster.stub
         # Warm-up: one item (the pacer's probe learns the limit from its headers); then let the bucket refill.
-        warm = await stub.CreateBatchJob(
-            batch_pb2.CreateBatchJobRequest(
-                name="warm-up", combination=pg.catalog.combination(WARM_UP_ITEMS), concurrency=CONCURRENCY
-            )
-        )
-        await wait_job(stub, warm.id, within=120, log_uploaded=True)
+        await warm_up(stub, pool.catalog, WARM_UP_ITEMS, CONCURRENCY)
         await asyncio.sleep(1.5)
-        before = cluster.fake_api_stats()
+        before = await cluster.fake_api.stats()
         job = await stub.CreateBatchJob(
             batch_pb2.CreateBatchJobRequest(
-                name="rate limit", combination=pg.catalog.combination(items), concurrency=CONCURRENCY
+                name="rate limit", combination=pool.catalog.combination(items), concurrency=CONCURRENCY
             )
         )
         done = await wait_job(stub, job.id, within=max(300.0, items / ALLOWED_PER_S * 5))
-        after = cluster.fake_api_stats()
+        after = await cluster.fake_api.stats()
         failures = await failure_samples(stub, job.id) if done.failed_items else []
     elapsed = job_elapsed(done)
     achieved = done.completed_items / elapsed if elapsed > 0 else None

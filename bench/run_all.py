@@ -30,7 +30,10 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from bench import concurrency, cost, output_pacing, overhead, progress_latency, rate_limit, scale
-from bench.cluster import ROOT, BenchPostgres, ClusterPool, Row, note, result_line, run_until_done
+from bench.cluster import ClusterPool
+from bench.report import Row, note, result_line
+from bench.runner import run_until_done, with_cluster_pool
+from tests.support.checkout import ROOT
 
 BENCHMARKS: list[tuple[str, ModuleType]] = [
     (overhead.NAME, overhead),
@@ -52,11 +55,9 @@ file. Record optimisation results here: the figure, before, after, and the chang
 
 async def run_suite(names: Sequence[str], quick: bool, emit: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     """Runs the named benchmarks in suite order; returns their JSON objects."""
-    results: list[dict[str, Any]] = []
-    pg = await BenchPostgres.start()
-    # Quick mode reuses clusters between benchmarks (start-up would dominate it); the full suite starts fresh ones.
-    pool = ClusterPool(pg, reuse=quick)
-    try:
+
+    async def run_each(pool: ClusterPool) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
         for name, module in BENCHMARKS:
             if name not in names:
                 continue
@@ -70,12 +71,11 @@ async def run_suite(names: Sequence[str], quick: bool, emit: Callable[[dict[str,
             result["wall_s"] = round(time.monotonic() - started, 1)
             emit(result)
             results.append(result)
-    finally:
-        try:
-            await pool.close()
-        finally:
-            await pg.close()
-    return results
+        return results
+
+    # Quick mode reuses clusters between benchmarks (start-up would dominate it); the full suite starts fresh ones.
+    found: list[dict[str, Any]] = await with_cluster_pool(run_each, reuse=quick)
+    return found
 
 
 def table_rows(results: Sequence[dict[str, Any]]) -> list[Row]:
@@ -143,10 +143,11 @@ METHOD = """\
 ## How it is measured
 
 - **Processes.** Every benchmark runs the real services as separate OS processes (`convgen serve generation`,
-  `convgen serve batch`, started by `tests/support/processes.py` on port 0), the fake Messages API
+  `convgen serve batch`, started on port 0 by the test kit's `tests/support/cluster.py`), the fake Messages API
   (`tests/support/messages_api.py`) as a process wherever the SDK is used, and moto's S3 server as a process for the
-  S3 configuration. PostgreSQL is an embedded server in a temp dir with convgen's production settings
-  (`max_connections=300`, fsync and synchronous commit **on**, unlike the test suite), or `DATABASE_URL` when set.
+  S3 configuration. PostgreSQL (the kit's `tests/support/postgres.py`) is an embedded server in a temp dir with
+  convgen's production settings (`max_connections=300`, fsync and synchronous commit **on**, unlike the test
+  suite), or `DATABASE_URL` when set.
   Each benchmark gets a fresh database cloned from a template holding the demo catalog plus extra personas and
   topics (5 personas, 4,000 topics), so that every job is a plain persona × arc × topic combination.
 - **Settings.** Defaults, except `BATCH_MAX_ITEMS=100000` (a limit only, for the scale job). Jobs use concurrency

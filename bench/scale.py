@@ -1,6 +1,6 @@
 """Benchmark 5, scale: a 100,000-item job (quick: 10,000).
 
-The bench catalog (5 personas, 4,000 topics; see bench.cluster) makes the job a plain combination: 5 personas ×
+The bench catalog (5 personas, 4,000 topics; see bench.postgres) makes the job a plain combination: 5 personas ×
 5 core arcs × 4,000 topics (quick: × 400), tier template, auto-selected template; BATCH_MAX_ITEMS is raised to the
 job size. Steps, on one cluster (offline model, file store), RSS of both services sampled every 100 ms throughout:
 1. CreateBatchJob (auto_start=false), timed at the client (the whole RPC);
@@ -19,20 +19,11 @@ import sys
 import time
 from typing import Any
 
-from bench.cluster import (
-    ClusterPool,
-    ClusterSpec,
-    Row,
-    RssSampler,
-    fmt,
-    get_job,
-    note,
-    percentile,
-    result_line,
-    rounded,
-    standalone,
-    verdict,
-)
+from bench.cluster import ClusterPool, ClusterSpec
+from bench.jobs import get_job
+from bench.meters import RssSampler, percentile
+from bench.report import Row, fmt, note, result_line, rounded, verdict
+from bench.runner import standalone
 from convgen.v1 import batch_pb2, batch_pb2_grpc
 
 NAME = "scale"
@@ -106,7 +97,6 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
     run_seconds = 3.0 if quick else 60.0
     snapshot_samples = 5 if quick else SNAPSHOT_SAMPLES
     spec = ClusterSpec(model="offline")
-    pg = pool.pg
     figures: dict[str, Any] = {"items": items, "run_s": run_seconds, "job_concurrency": CONCURRENCY}
     async with pool.cluster(spec) as cluster:
         stub = cluster.stub
@@ -114,7 +104,7 @@ async def run(pool: ClusterPool, quick: bool) -> dict[str, Any]:
         rss = RssSampler(pids, interval=0.1)
         rss.start()
         try:
-            combination = pg.catalog.combination(items)
+            combination = pool.catalog.combination(items)
             request = batch_pb2.CreateBatchJobRequest(
                 name=f"scale {items}", combination=combination, concurrency=CONCURRENCY, auto_start=False
             )

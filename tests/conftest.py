@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL (one database per test, cloned from a migrated template)."""
+"""Fixtures every test can use: a real PostgreSQL (one database per test, cloned from a migrated template), moto's
+S3 over HTTP and the local Messages API."""
 
 from __future__ import annotations
 
@@ -9,21 +10,29 @@ import pytest
 from convgen.db.database import Database
 from tests.support.messages_api import FakeMessagesApi
 from tests.support.moto_s3 import MotoS3Server
-from tests.support.postgres import PostgresForTests
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
-async def postgres() -> AsyncIterator[PostgresForTests]:
+async def postgres() -> AsyncIterator[PostgresServer]:
     """The test PostgreSQL server with its template database."""
-    server = await PostgresForTests.start()
+    server = await PostgresServer.start()
     yield server
     await server.close()
 
 
 @pytest.fixture
-async def database_url(postgres: PostgresForTests) -> AsyncIterator[str]:
+async def database_url(postgres: PostgresServer) -> AsyncIterator[str]:
     """DSN of a fresh, migrated database with the demo catalog, dropped after the test."""
-    dsn = await postgres.create_database()
+    dsn = await postgres.fresh_database()
+    yield dsn
+    await postgres.drop_database(dsn)
+
+
+@pytest.fixture
+async def empty_database(postgres: PostgresServer) -> AsyncIterator[str]:
+    """DSN of a fresh, empty database (no migrations, no catalog), dropped after the test."""
+    dsn = await postgres.create_database(empty=True)
     yield dsn
     await postgres.drop_database(dsn)
 

@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark suite: `python -m bench.run_all --quick` runs and reports well-formed results.
+"""Smoke test of the benchmark suite: `python -m bench.run_all --quick` runs and reports well-formed results (slow);
+and the quick checks of its parts: every benchmark is wired in, job sizes are exact, a failure reads 'not measured'.
 
 No timing assertions: the figures of a quick run on a shared machine mean nothing; only their presence is checked.
 """
@@ -14,7 +15,11 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import run_all
+from bench.postgres import BENCH_PERSONAS, BENCH_TOPICS
+from tests.support.checkout import ROOT
+from tests.support.demo_catalog import CatalogIds
+
 HAND_WRITTEN = "## Before/after\n\nHand-written notes that the suite must keep.\n"
 
 # benchmark -> paths (dotted) that must be present and numeric in its JSON line
@@ -90,6 +95,7 @@ def _lookup(document: dict[str, Any], dotted: str) -> Any:
     return value
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_suite_runs_and_emits_well_formed_json_lines(tmp_path: Path) -> None:
     report = tmp_path / "performance.md"
@@ -140,3 +146,36 @@ def _no_failed_items(line: dict[str, Any]) -> bool:
 
     walk(line)
     return all(count == 0 for count in found)
+
+
+def test_every_benchmark_is_wired_into_the_suite() -> None:
+    assert [name for name, _ in run_all.BENCHMARKS] == list(EXPECTED)
+    for name, module in run_all.BENCHMARKS:
+        assert name == module.NAME
+        assert callable(module.run)
+        assert callable(module.rows)
+
+
+@pytest.mark.parametrize("items", [1, 8, 30, 64, 100, 300, 1280, 2000, 10_000, 100_000])
+def test_a_bench_job_selects_exactly_the_items_asked_for(items: int) -> None:
+    catalog = CatalogIds(
+        persona_ids=[f"p{n}" for n in range(BENCH_PERSONAS)],
+        arc_ids=[f"a{n}" for n in range(5)],
+        topic_ids=[f"t{n}" for n in range(BENCH_TOPICS)],
+    )
+    combination = catalog.combination(items)
+    selected = len(combination.persona_ids) * len(combination.emotional_arc_ids) * len(combination.training_topic_ids)
+    assert selected == items
+
+
+def test_a_job_larger_than_the_catalog_cannot_be_selected() -> None:
+    catalog = CatalogIds(persona_ids=["p"], arc_ids=["a"], topic_ids=["t1", "t2"])
+    with pytest.raises(ValueError, match="3 items cannot be selected"):
+        catalog.combination(3)
+
+
+def test_a_failed_benchmark_reads_not_measured_in_the_table() -> None:
+    rows = run_all.table_rows([{"benchmark": "overhead", "error": "RuntimeError: boom"}])
+    assert [(row.benchmark, row.measured, row.notes) for row in rows] == [
+        ("overhead", "not measured", "RuntimeError: boom")
+    ]

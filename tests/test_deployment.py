@@ -6,15 +6,14 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from convgen.settings import environment_variable_names
+from tests.support.checkout import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = set(environment_variable_names())
 CONVGEN_SERVICES = ("migrate", "generation", "batch")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -17,9 +16,9 @@ import anthropic
 import pytest
 
 from tests.support.messages_api import FakeApiConfig, FakeMessagesApi, Fault, build_conversation
+from tests.support.processes import start_python_module
 
 MODEL = "claude-sonnet-4-6"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 API_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
 
 
@@ -457,21 +456,9 @@ def test_conversation_text_is_built_once_per_excerpt() -> None:
 
 async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
+    process = await start_python_module(
         "tests.support.messages_api",
-        "--rpm",
-        "600",
-        "--fault-mix",
-        '{"overloaded": 0.0}',
-        "--seed",
-        "1",
-        "--ready-file",
-        str(ready),
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        *("--rpm", "600", "--fault-mix", '{"overloaded": 0.0}', "--seed", "1", "--ready-file", str(ready)),
     )
     try:
         deadline = time.monotonic() + 15
@@ -504,16 +491,7 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
 
 
 async def test_cli_refuses_a_non_loopback_host() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.messages_api",
-        "--host",
-        "0.0.0.0",
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_python_module("tests.support.messages_api", "--host", "0.0.0.0")
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
 
     assert process.returncode == 2

@@ -14,11 +14,11 @@ import grpc
 import pytest
 
 from convgen.settings_doc import render_into
+from dev import buf_binary
+from tests.support.checkout import ROOT
 from tests.support.reflection_client import ReflectionClient
 from tests.support.services import Services, running_services, test_settings
-from tests.test_static_checks import buf_binary
 
-ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 

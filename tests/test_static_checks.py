@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from dev import buf_binary, static_checks
+from dev import static_checks
+from tests.support.checkout import ROOT
 
-__all__ = ["buf_binary"]  # tests/test_readme.py imports it from here
-
-ROOT = Path(__file__).resolve().parents[1]
 CHECKS = static_checks(sys.executable)
 HINTS = {
     "generated-code": "run `python3 dev.py gen`",
@@ -27,7 +24,10 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
 
 
-@pytest.mark.parametrize("name", sorted({*CHECKS, "buf-lint"}))
+# mypy takes about 16 s: the slowest check, left out of `dev.py test --fast`.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n == "mypy" else []) for n in sorted({*CHECKS, "buf-lint"})]
+)
 def test_static_check_passes(name: str) -> None:
     if name not in CHECKS:
         pytest.skip("buf is not installed (python3 dev.py test installs it when npm exists)")

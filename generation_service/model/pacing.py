@@ -181,9 +181,7 @@ class RatePacer:
             return True
         idle = self._idle_since
         drifting = self._input.known or self._output.known
-        return (
-            drifting and not self._in_flight and idle is not None and self._clock() - idle >= IDLE_RESYNC_SECONDS
-        )
+        return drifting and not self._in_flight and idle is not None and self._clock() - idle >= IDLE_RESYNC_SECONDS
 
     @asynccontextmanager
     async def _admitted(self, charge: CallCharge) -> AsyncIterator[CallTicket]:

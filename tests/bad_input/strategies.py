@@ -26,16 +26,16 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from hypothesis import strategies as st
 
-from convgen.catalog.loader import packaged_catalog_path
 from convgen.catalog.templates import load_builtin_templates, template_uuid
 from convgen.paging import encode_token
 from convgen.v1 import batch_pb2, catalog_pb2, common_pb2, generation_pb2
+from tests.support.demo_catalog import catalog_file
 
 T = TypeVar("T")
 
 # --- known ids -------------------------------------------------------------------------------------------------------
 
-_CATALOG: dict[str, Any] = json.loads(packaged_catalog_path().read_text())
+_CATALOG = catalog_file()
 PERSONA_IDS: list[str] = [p["id"] for p in _CATALOG["personas"]]
 ARC_IDS: list[str] = [a["id"] for a in _CATALOG["emotional_arcs"]]
 TEMPLATE_ARC_IDS: list[str] = [a["id"] for a in _CATALOG["emotional_arcs"] if a["tier"] == "template"]

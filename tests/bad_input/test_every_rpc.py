@@ -5,226 +5,54 @@ RESOURCE_EXHAUSTED, as each RPC documents) with a message naming the offending f
 INTERNAL; and the services must stay healthy. The services run once for the module, with jobs in every state made
 deterministically in setup. The counts of requests and answers are printed when the module ends.
 
-Scale the number of generated requests with BAD_INPUT_SCALE (default 1; e.g. 10 for a long run).
+Scale the number of generated requests with BAD_INPUT_SCALE (default 1; e.g. 10 for a long run; see world.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import grpc
 import pytest
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from convgen.v1 import batch_pb2, catalog_pb2, common_pb2, generation_pb2
 from tests.bad_input import strategies as s
-from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY, MotoS3Server
-from tests.support.postgres import PostgresForTests, fetch
-from tests.support.services import Services, running_services, test_settings
+from tests.bad_input.world import (
+    FP,
+    IA,
+    NF,
+    OK,
+    RPCS,
+    SCALE,
+    Rpc,
+    World,
+    assert_healthy,
+    build_world,
+    items_of,
+    make_job,
+    print_report,
+    send,
+)
+from tests.support.demo_catalog import seed_item_parameters
+from tests.support.moto_s3 import MotoS3Server
+from tests.support.postgres import PostgresServer
+from tests.support.s3 import raw_s3_client, s3_settings
+from tests.support.services import assert_serving, running_services, test_settings
 
-SCALE = float(os.environ.get("BAD_INPUT_SCALE", "1"))
-CALL_TIMEOUT = 30.0
-IA = grpc.StatusCode.INVALID_ARGUMENT
-NF = grpc.StatusCode.NOT_FOUND
-FP = grpc.StatusCode.FAILED_PRECONDITION
-OOR = grpc.StatusCode.OUT_OF_RANGE
-RE = grpc.StatusCode.RESOURCE_EXHAUSTED
-OK = grpc.StatusCode.OK
 TOTALS = s.Tally("bad input, generated and explicit requests")
 REGRESSIONS = s.Tally("regression requests (bugs found by this suite, now fixed; not in the counts above)")
 
 
-@dataclass(frozen=True)
-class Rpc:
-    """One RPC: where it lives and which codes its documentation allows besides OK."""
-
-    service: str
-    name: str
-    codes: frozenset[grpc.StatusCode]
-    streaming: bool = False
-
-
-def _rpc(service: str, name: str, *codes: grpc.StatusCode, streaming: bool = False) -> Rpc:
-    # RESOURCE_EXHAUSTED is always possible: gRPC itself refuses a request over GRPC_MAX_MESSAGE_BYTES.
-    return Rpc(service, name, frozenset({*codes, RE}), streaming)
-
-
-RPCS: dict[str, Rpc] = {
-    rpc.name: rpc
-    for rpc in [
-        _rpc("catalog", "ListPersonas", IA),
-        _rpc("catalog", "ListEmotionalArcs", IA),
-        _rpc("catalog", "ListTrainingTopics", IA),
-        _rpc("catalog", "ListTemplates", IA),
-        _rpc("generation", "GenerateConversation", IA, NF, FP),
-        _rpc("generation", "GetConversation", IA, NF),
-        _rpc("generation", "ListConversations", IA),
-        _rpc("generation", "EstimateConversations", IA, NF, FP),
-        _rpc("batch", "CreateBatchJob", IA, NF, FP),
-        _rpc("batch", "UpdateBatchJob", IA, NF, FP),
-        _rpc("batch", "GetBatchJob", IA, NF),
-        _rpc("batch", "ListBatchJobs", IA),
-        _rpc("batch", "ListBatchItems", IA, NF),
-        _rpc("batch", "WatchBatchJob", IA, NF, OOR, streaming=True),
-        _rpc("batch", "ProcessNext", IA, NF, FP),
-        _rpc("batch", "PauseBatchJob", IA, NF, FP),
-        _rpc("batch", "ResumeBatchJob", IA, NF, FP),
-        _rpc("batch", "CancelBatchJob", IA, NF, FP),
-        _rpc("batch", "RetryFailedItems", IA, NF, FP),
-        _rpc("batch", "GetBatchJobLog", IA, NF),
-    ]
-}
-
-
-# --- the services and the jobs they hold --------------------------------------------------------------------------
-
-
-@dataclass(repr=False)
-class World:
-    """Running services on their own database, the placeholder values, and the request tally."""
-
-    services: Services
-    dsn: str
-    data_dir: Path
-    known: dict[str, str]
-    tally: s.Tally
-
-    def __repr__(self) -> str:
-        return f"World({self.data_dir.name}, {self.tally.total} requests so far)"
-
-    def stub(self, service: str) -> Any:
-        """The stub of a service by short name."""
-        if service == "catalog":
-            return self.services.catalog_stub
-        if service == "generation":
-            return self.services.generation_stub
-        return self.services.batch_stub
-
-
-async def make_job(services: Services, dsn: str, state: str, *, items: int = 1) -> batch_pb2.BatchJob:
-    """A job in the given state, made deterministically (the engine never picks it up by itself).
-
-    running: its only item is leased to a worker that does not exist (lease far in the future), so no worker
-    claims or recovers it and the job stays running; stopping is that job cancelled. failed: an edge-case item whose
-    arc has no active template when ProcessNext runs it (a permanent FAILED_PRECONDITION from generation).
-    """
-    stub = services.batch_stub
-    arc, tier = (
-        (s.CRISIS_ARC, common_pb2.TIER_EDGE_CASE) if state == "failed" else (s.SEED_ARC, common_pb2.TIER_TEMPLATE)
-    )
-    request = batch_pb2.CreateBatchJobRequest(
-        name=f"bad-input {state}",
-        auto_start=False,
-        combination=batch_pb2.Combination(
-            persona_ids=[s.SEED_PERSONA],
-            emotional_arc_ids=[arc],
-            training_topic_ids=s.TOPIC_IDS[: 1 if state in {"completed", "failed", "running", "stopping"} else items],
-            tier=tier,
-        ),
-    )
-    job = await stub.CreateBatchJob(request)
-    if state == "paused":
-        job = await stub.PauseBatchJob(batch_pb2.PauseBatchJobRequest(job_id=job.id))
-    elif state == "cancelled":
-        job = await stub.CancelBatchJob(batch_pb2.CancelBatchJobRequest(job_id=job.id))
-    elif state == "completed":
-        job = (await stub.ProcessNext(batch_pb2.ProcessNextRequest(job_id=job.id))).job
-    elif state == "failed":
-        await fetch(dsn, "UPDATE prompt_templates SET active = false WHERE arc_key = 'crisis_to_referral'")
-        try:
-            job = (await stub.ProcessNext(batch_pb2.ProcessNextRequest(job_id=job.id))).job
-        finally:
-            await fetch(dsn, "UPDATE prompt_templates SET active = true WHERE arc_key = 'crisis_to_referral'")
-    elif state in {"running", "stopping"}:
-        await fetch(
-            dsn,
-            """
-            WITH leased AS (
-                UPDATE batch_items SET status = 'processing', attempts = 1, lease_owner = 'bad-input-ghost-worker',
-                       lease_expires_at = now() + interval '1 day', started_at = now()
-                WHERE batch_job_id = $1 RETURNING id)
-            UPDATE batch_jobs SET state = 'running', started_at = now(), updated_at = now(),
-                   queued_items = queued_items - (SELECT count(*) FROM leased),
-                   processing_items = processing_items + (SELECT count(*) FROM leased)
-            WHERE id = $1
-            """,
-            uuid.UUID(job.id),
-        )
-        if state == "stopping":
-            job = await stub.CancelBatchJob(batch_pb2.CancelBatchJobRequest(job_id=job.id))
-    job = await stub.GetBatchJob(batch_pb2.GetBatchJobRequest(job_id=job.id))
-    expected = batch_pb2.BatchJobState.Value(f"BATCH_JOB_STATE_{state.upper()}")
-    assert job.state == expected, f"setup made a {batch_pb2.BatchJobState.Name(job.state)} job, not {state}"
-    made: batch_pb2.BatchJob = job
-    return made
-
-
-async def items_of(services: Services, job_id: str) -> list[batch_pb2.BatchItem]:
-    """All items of a job."""
-    response = await services.batch_stub.ListBatchItems(batch_pb2.ListBatchItemsRequest(job_id=job_id))
-    return list(response.items)
-
-
-async def build_world(services: Services, dsn: str, data_dir: Path) -> World:
-    """Jobs in every state, their items, stored conversations and real page tokens, as placeholder values."""
-    known: dict[str, str] = {}
-    for state in s.JOB_STATES:
-        job = await make_job(services, dsn, state, items=3)
-        known[f"@job:{state}"] = job.id
-        for item in await items_of(services, job.id):
-            known.setdefault(f"@item:{s.ITEM_STATES[item.state - 1]}", item.id)
-    assert set(s.ITEM_PLACEHOLDERS) - {"@item:processing"} <= set(known), known
-    generation = services.generation_stub
-    stored = []
-    for n in range(2):
-        stored.append(
-            await generation.GenerateConversation(
-                generation_pb2.GenerateConversationRequest(
-                    parameters=common_pb2.GenerationParameters(
-                        persona_id=s.SEED_PERSONA,
-                        emotional_arc_id=s.SEED_ARC,
-                        training_topic_id=s.TOPIC_IDS[n],
-                        tier=common_pb2.TIER_TEMPLATE,
-                    ),
-                    request_id=f"bad-input-world-{n}",
-                )
-            )
-        )
-    known["@conversation:pk"] = stored[0].pk
-    known["@conversation:business_key"] = stored[0].business_key
-    catalog = services.catalog_stub
-    batch = services.batch_stub
-    tokens = {
-        "personas": (await catalog.ListPersonas(catalog_pb2.ListPersonasRequest(page_size=1))).next_page_token,
-        "arcs": (await catalog.ListEmotionalArcs(catalog_pb2.ListEmotionalArcsRequest(page_size=1))).next_page_token,
-        "topics": (
-            await catalog.ListTrainingTopics(catalog_pb2.ListTrainingTopicsRequest(page_size=1))
-        ).next_page_token,
-        "templates": (await catalog.ListTemplates(catalog_pb2.ListTemplatesRequest(page_size=1))).next_page_token,
-        "conversations": (
-            await generation.ListConversations(generation_pb2.ListConversationsRequest(page_size=1))
-        ).next_page_token,
-        "jobs": (await batch.ListBatchJobs(batch_pb2.ListBatchJobsRequest(page_size=1))).next_page_token,
-        "items": (
-            await batch.ListBatchItems(batch_pb2.ListBatchItemsRequest(job_id=known["@job:queued"], page_size=1))
-        ).next_page_token,
-    }
-    for kind, token in tokens.items():
-        assert token, f"no second page of {kind}"
-        known[f"@token:{kind}"] = token
-    return World(services, dsn, data_dir, known, TOTALS)
+# --- the world of this module --------------------------------------------------------------------------------------
 
 
 def _listing(path: Path) -> set[str]:
@@ -233,7 +61,7 @@ def _listing(path: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 async def world(
-    postgres: PostgresForTests, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[World]:
     """The services on a fresh database for the whole module; prints the tally of requests at the end."""
     dsn = await postgres.create_database()
@@ -241,7 +69,7 @@ async def world(
     outside_before = _listing(data_dir.parent)
     try:
         async with running_services(test_settings(dsn, data_dir)) as services:
-            built = await build_world(services, dsn, data_dir)
+            built = await build_world(services, dsn, data_dir, TOTALS)
             built.known["@outside_before"] = "\n".join(sorted(outside_before))
             yield built
             await assert_healthy(built)
@@ -252,36 +80,6 @@ async def world(
             print_report(request, REGRESSIONS.render())
 
 
-def print_report(request: pytest.FixtureRequest, text: str) -> None:
-    """Prints to the terminal past pytest's output capture (the tally is meant to be read and quoted)."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if capture is None or reporter is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.ensure_newline()
-        reporter.write_line(text)
-
-
-async def assert_healthy(world: World) -> None:
-    """Both services answer SERVING to grpc.health.v1 and serve a valid request of each service."""
-    for channel in (world.services.generation_channel, world.services.batch_channel):
-        assert channel is not None
-        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        assert health.status == health_pb2.HealthCheckResponse.SERVING
-    personas = await world.services.catalog_stub.ListPersonas(catalog_pb2.ListPersonasRequest(), timeout=10)
-    assert len(personas.personas) == len(s.PERSONA_IDS)
-    if "@job:queued" in world.known:
-        job_id = world.known["@job:queued"]
-        job = await world.services.batch_stub.GetBatchJob(batch_pb2.GetBatchJobRequest(job_id=job_id), timeout=10)
-        assert job.id == job_id
-    if "@conversation:pk" in world.known:
-        stored = await world.services.generation_stub.GetConversation(
-            generation_pb2.GetConversationRequest(pk=world.known["@conversation:pk"]), timeout=10
-        )
-        assert stored.request_id == "bad-input-world-0"
-
-
 @pytest.fixture
 async def healthy_afterwards(world: World) -> AsyncIterator[World]:
     """The world, checked healthy after the test."""
@@ -290,22 +88,6 @@ async def healthy_afterwards(world: World) -> AsyncIterator[World]:
 
 
 # --- sending and judging ---------------------------------------------------------------------------------------------
-
-
-async def send(world: World, rpc: Rpc, request: Message) -> s.Answer:
-    """Sends one request; a server stream is read to its first message (or error) and then cancelled."""
-    method = getattr(world.stub(rpc.service), rpc.name)
-    try:
-        if rpc.streaming:
-            call = method(request, timeout=CALL_TIMEOUT)
-            try:
-                first = await call.read()
-            finally:
-                call.cancel()
-            return s.Answer(OK, response=first)
-        return s.Answer(OK, response=await method(request, timeout=CALL_TIMEOUT))
-    except grpc.aio.AioRpcError as error:
-        return s.Answer.of_error(error)
 
 
 def shown(request: Message, limit: int = 600) -> str:
@@ -389,23 +171,18 @@ def _uuids(n: int) -> list[str]:
     return [f"00000000-0000-4000-8000-{i + 1:012x}" for i in range(n)]
 
 
-def _valid_entry() -> common_pb2.GenerationParameters:
-    return common_pb2.GenerationParameters(
-        persona_id=s.SEED_PERSONA,
-        emotional_arc_id=s.SEED_ARC,
-        training_topic_id=s.SEED_TOPIC,
-        tier=common_pb2.TIER_TEMPLATE,
-    )
-
-
 def big_create_requests() -> list[batch_pb2.CreateBatchJobRequest]:
     """100,000-item selections of several shapes, 10,001 entries, a 1 MB name and a 1 MB request_id."""
     seed = s.SEED_PERSONA
     return [
         # ~16 MB: over GRPC_MAX_MESSAGE_BYTES, refused by gRPC before convgen sees it (RESOURCE_EXHAUSTED).
-        batch_pb2.CreateBatchJobRequest(parameter_list=batch_pb2.ParameterList(items=[_valid_entry()] * 100_000)),
+        batch_pb2.CreateBatchJobRequest(
+            parameter_list=batch_pb2.ParameterList(items=[seed_item_parameters()] * 100_000)
+        ),
         # 10,001 valid entries fit in a message and are one over BATCH_MAX_ITEMS (INVALID_ARGUMENT).
-        batch_pb2.CreateBatchJobRequest(parameter_list=batch_pb2.ParameterList(items=[_valid_entry()] * 10_001)),
+        batch_pb2.CreateBatchJobRequest(
+            parameter_list=batch_pb2.ParameterList(items=[seed_item_parameters()] * 10_001)
+        ),
         # 100,000 persona ids (~3.8 MB): over BATCH_MAX_ITEMS on their own.
         batch_pb2.CreateBatchJobRequest(
             combination=batch_pb2.Combination(
@@ -451,32 +228,38 @@ def big_create_requests() -> list[batch_pb2.CreateBatchJobRequest]:
 
 # --- one property test per RPC ---------------------------------------------------------------------------------------
 
-test_list_personas = rpc_property(
-    "ListPersonas",
-    s.catalog_list_requests(catalog_pb2.ListPersonasRequest, "personas"),
-    150,
-    catalog_pb2.ListPersonasRequest(page_size=-1),
-    catalog_pb2.ListPersonasRequest(page_size=2**31 - 1),
-    catalog_pb2.ListPersonasRequest(page_token="t" * MEGABYTE),
-    catalog_pb2.ListPersonasRequest(page_token="@token:arcs"),
+test_list_personas = pytest.mark.slow(
+    rpc_property(
+        "ListPersonas",
+        s.catalog_list_requests(catalog_pb2.ListPersonasRequest, "personas"),
+        150,
+        catalog_pb2.ListPersonasRequest(page_size=-1),
+        catalog_pb2.ListPersonasRequest(page_size=2**31 - 1),
+        catalog_pb2.ListPersonasRequest(page_token="t" * MEGABYTE),
+        catalog_pb2.ListPersonasRequest(page_token="@token:arcs"),
+    )
 )
-test_list_emotional_arcs = rpc_property(
-    "ListEmotionalArcs", s.catalog_list_requests(catalog_pb2.ListEmotionalArcsRequest, "arcs"), 150
+test_list_emotional_arcs = pytest.mark.slow(
+    rpc_property("ListEmotionalArcs", s.catalog_list_requests(catalog_pb2.ListEmotionalArcsRequest, "arcs"), 150)
 )
-test_list_training_topics = rpc_property(
-    "ListTrainingTopics", s.catalog_list_requests(catalog_pb2.ListTrainingTopicsRequest, "topics"), 150
+test_list_training_topics = pytest.mark.slow(
+    rpc_property("ListTrainingTopics", s.catalog_list_requests(catalog_pb2.ListTrainingTopicsRequest, "topics"), 150)
 )
-test_list_templates = rpc_property(
-    "ListTemplates", s.catalog_list_requests(catalog_pb2.ListTemplatesRequest, "templates"), 150
+test_list_templates = pytest.mark.slow(
+    rpc_property("ListTemplates", s.catalog_list_requests(catalog_pb2.ListTemplatesRequest, "templates"), 150)
 )
-test_generate_conversation = rpc_property(
-    "GenerateConversation",
-    s.generate_conversation_requests(),
-    200,
-    generation_pb2.GenerateConversationRequest(),
-    generation_pb2.GenerateConversationRequest(parameters=_valid_entry(), request_id="x" * MEGABYTE),
-    generation_pb2.GenerateConversationRequest(parameters=_valid_entry(), created_by="../" * (MEGABYTE // 3)),
-    generation_pb2.GenerateConversationRequest(parameters=_valid_entry(), request_id="x" * (5 * MEGABYTE)),
+test_generate_conversation = pytest.mark.slow(
+    rpc_property(
+        "GenerateConversation",
+        s.generate_conversation_requests(),
+        200,
+        generation_pb2.GenerateConversationRequest(),
+        generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), request_id="x" * MEGABYTE),
+        generation_pb2.GenerateConversationRequest(
+            parameters=seed_item_parameters(), created_by="../" * (MEGABYTE // 3)
+        ),
+        generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), request_id="x" * (5 * MEGABYTE)),
+    )
 )
 test_get_conversation = rpc_property(
     "GetConversation",
@@ -487,14 +270,18 @@ test_get_conversation = rpc_property(
     generation_pb2.GetConversationRequest(pk="@conversation:pk", view=generation_pb2.CONVERSATION_VIEW_FULL),
     generation_pb2.GetConversationRequest(pk="@conversation:business_key", view=unknown_enum(-5)),
 )
-test_list_conversations = rpc_property(
-    "ListConversations",
-    s.list_conversations_requests(),
-    200,
-    generation_pb2.ListConversationsRequest(page_size=1001, tier=unknown_enum(99), view=unknown_enum(2)),
-    generation_pb2.ListConversationsRequest(page_token="@token:conversations", view=unknown_enum(2)),
+test_list_conversations = pytest.mark.slow(
+    rpc_property(
+        "ListConversations",
+        s.list_conversations_requests(),
+        200,
+        generation_pb2.ListConversationsRequest(page_size=1001, tier=unknown_enum(99), view=unknown_enum(2)),
+        generation_pb2.ListConversationsRequest(page_token="@token:conversations", view=unknown_enum(2)),
+    )
 )
-test_create_batch_job = rpc_property("CreateBatchJob", s.create_batch_job_requests(), 250, *big_create_requests())
+test_create_batch_job = pytest.mark.slow(
+    rpc_property("CreateBatchJob", s.create_batch_job_requests(), 250, *big_create_requests())
+)
 test_get_batch_job = rpc_property(
     "GetBatchJob",
     s.job_id_requests(batch_pb2.GetBatchJobRequest),
@@ -502,19 +289,23 @@ test_get_batch_job = rpc_property(
     batch_pb2.GetBatchJobRequest(job_id="j" * MEGABYTE),
     batch_pb2.GetBatchJobRequest(job_id="../../etc/passwd"),
 )
-test_list_batch_jobs = rpc_property(
-    "ListBatchJobs",
-    s.list_batch_jobs_requests(),
-    200,
-    batch_pb2.ListBatchJobsRequest(page_size=-(2**31), state=unknown_enum(-1)),
-    batch_pb2.ListBatchJobsRequest(page_token="@token:jobs", state=unknown_enum(2**31 - 1)),
+test_list_batch_jobs = pytest.mark.slow(
+    rpc_property(
+        "ListBatchJobs",
+        s.list_batch_jobs_requests(),
+        200,
+        batch_pb2.ListBatchJobsRequest(page_size=-(2**31), state=unknown_enum(-1)),
+        batch_pb2.ListBatchJobsRequest(page_token="@token:jobs", state=unknown_enum(2**31 - 1)),
+    )
 )
-test_list_batch_items = rpc_property(
-    "ListBatchItems",
-    s.list_batch_items_requests(),
-    200,
-    batch_pb2.ListBatchItemsRequest(job_id="@job:queued", page_token="@token:items", page_size=1),
-    batch_pb2.ListBatchItemsRequest(job_id="@job:failed", page_token="@token:items"),
+test_list_batch_items = pytest.mark.slow(
+    rpc_property(
+        "ListBatchItems",
+        s.list_batch_items_requests(),
+        200,
+        batch_pb2.ListBatchItemsRequest(job_id="@job:queued", page_token="@token:items", page_size=1),
+        batch_pb2.ListBatchItemsRequest(job_id="@job:failed", page_token="@token:items"),
+    )
 )
 test_watch_batch_job = rpc_property(
     "WatchBatchJob",
@@ -528,12 +319,14 @@ test_process_next = rpc_property("ProcessNext", s.job_id_requests(batch_pb2.Proc
 test_pause_batch_job = rpc_property("PauseBatchJob", s.job_id_requests(batch_pb2.PauseBatchJobRequest), 100)
 test_resume_batch_job = rpc_property("ResumeBatchJob", s.job_id_requests(batch_pb2.ResumeBatchJobRequest), 100)
 test_cancel_batch_job = rpc_property("CancelBatchJob", s.job_id_requests(batch_pb2.CancelBatchJobRequest), 100)
-test_retry_failed_items = rpc_property(
-    "RetryFailedItems",
-    s.retry_requests(),
-    150,
-    batch_pb2.RetryFailedItemsRequest(job_id="@job:failed", item_ids=_uuids(100_000)),
-    batch_pb2.RetryFailedItemsRequest(job_id="@job:cancelled", item_ids=_uuids(100_000)),
+test_retry_failed_items = pytest.mark.slow(
+    rpc_property(
+        "RetryFailedItems",
+        s.retry_requests(),
+        150,
+        batch_pb2.RetryFailedItemsRequest(job_id="@job:failed", item_ids=_uuids(100_000)),
+        batch_pb2.RetryFailedItemsRequest(job_id="@job:cancelled", item_ids=_uuids(100_000)),
+    )
 )
 test_get_batch_job_log = rpc_property("GetBatchJobLog", s.job_id_requests(batch_pb2.GetBatchJobLogRequest), 100)
 test_update_batch_job = rpc_property(
@@ -548,7 +341,7 @@ test_estimate_conversations = rpc_property(
     s.estimate_requests(),
     100,
     generation_pb2.EstimateConversationsRequest(),
-    generation_pb2.EstimateConversationsRequest(parameters=[_valid_entry()] * 10_000, concurrency=2**31 - 1),
+    generation_pb2.EstimateConversationsRequest(parameters=[seed_item_parameters()] * 10_000, concurrency=2**31 - 1),
 )
 
 
@@ -585,6 +378,7 @@ def expected_control_code(action: str, state: str, items: str) -> grpc.StatusCod
     return OK if state == "failed" else FP
 
 
+@pytest.mark.slow
 @fuzz_settings(80)
 @given(
     state=st.sampled_from(s.JOB_STATES),
@@ -627,7 +421,7 @@ def _traversal_values() -> st.SearchStrategy[str]:
 
 
 def _valid_parameters(**changes: str) -> common_pb2.GenerationParameters:
-    params = _valid_entry()
+    params = seed_item_parameters()
     for name, value in changes.items():
         setattr(params, name, value)
     return params
@@ -669,7 +463,7 @@ ID_FIELDS: list[tuple[str, str, Callable[[str], Message]]] = [
     (
         "GenerateConversation",
         "created_by",
-        lambda v: generation_pb2.GenerateConversationRequest(parameters=_valid_entry(), created_by=v),
+        lambda v: generation_pb2.GenerateConversationRequest(parameters=seed_item_parameters(), created_by=v),
     ),
     ("GetConversation", "pk", lambda v: generation_pb2.GetConversationRequest(pk=v)),
     ("GetConversation", "business_key", lambda v: generation_pb2.GetConversationRequest(business_key=v)),
@@ -786,18 +580,15 @@ S3_TRAVERSALS = [
 ]
 
 
+@pytest.mark.slow
 async def test_s3_blob_keys_are_built_from_uuids_only(
-    postgres: PostgresForTests, tmp_path: Path, moto_s3: MotoS3Server
+    postgres: PostgresServer, tmp_path: Path, moto_s3: MotoS3Server
 ) -> None:
     """With S3 blobs: traversal ids in every id field are rejected, and the buckets hold only UUID-built keys."""
     suffix = uuid.uuid4().hex[:12]
     buckets = {"conversation-files": f"bad-input-conv-{suffix}", "batch-logs": f"bad-input-logs-{suffix}"}
     overrides = {
-        "blob_store": "s3",
-        "s3_endpoint_url": moto_s3.endpoint_url,
-        "aws_region": FAKE_REGION,
-        "aws_access_key_id": FAKE_ACCESS_KEY_ID,
-        "aws_secret_access_key": FAKE_SECRET_ACCESS_KEY,
+        **s3_settings(moto_s3.endpoint_url),
         "conversation_bucket": buckets["conversation-files"],
         "log_bucket": buckets["batch-logs"],
     }
@@ -812,7 +603,9 @@ async def test_s3_blob_keys_are_built_from_uuids_only(
                     assert answer.code == IA, f"{name} {path}={value!r}: {answer.code.name} {answer.message!r}"
             # Something must be stored for the check below to mean anything: a conversation and a job log.
             await services.generation_stub.GenerateConversation(
-                generation_pb2.GenerateConversationRequest(parameters=_valid_entry(), created_by=str(uuid.uuid4()))
+                generation_pb2.GenerateConversationRequest(
+                    parameters=seed_item_parameters(), created_by=str(uuid.uuid4())
+                )
             )
             job = await make_job(services, dsn, "completed")
             for _ in range(200):
@@ -820,13 +613,10 @@ async def test_s3_blob_keys_are_built_from_uuids_only(
                 if got.log_uploaded:
                     break
                 await asyncio.sleep(0.05)
-            await assert_healthy_services(services)
+            await assert_serving(services)
     finally:
         await postgres.drop_database(dsn)
-    session = aioboto3.Session(
-        aws_access_key_id=FAKE_ACCESS_KEY_ID, aws_secret_access_key=FAKE_SECRET_ACCESS_KEY, region_name=FAKE_REGION
-    )
-    async with session.client("s3", endpoint_url=moto_s3.endpoint_url) as client:
+    async with raw_s3_client(moto_s3.endpoint_url) as client:
         listed = {b["Name"] for b in (await client.list_buckets()).get("Buckets", [])}
         for kind, bucket in buckets.items():
             assert bucket in listed
@@ -835,14 +625,6 @@ async def test_s3_blob_keys_are_built_from_uuids_only(
             assert keys, f"nothing stored in {bucket}"
             assert_blob_keys(kind, keys)
         assert not [b for b in listed if ".." in b or "/" in b]
-
-
-async def assert_healthy_services(services: Services) -> None:
-    """Both services answer SERVING."""
-    for channel in (services.generation_channel, services.batch_channel):
-        assert channel is not None
-        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # --- regressions: requests that once ended in INTERNAL or lost their status ------------------------------------------
@@ -961,7 +743,7 @@ async def test_regression_ten_thousand_persona_ids_are_checked_without_stalling(
     assert answer.code in (IA, NF), f"{answer.code.name} {answer.message[:200]!r}"
 
 
-async def test_regression_full_page_over_the_message_limit(postgres: PostgresForTests, tmp_path: Path) -> None:
+async def test_regression_full_page_over_the_message_limit(postgres: PostgresServer, tmp_path: Path) -> None:
     """ListConversations once built the whole page whatever its size: a FULL page bigger than GRPC_MAX_MESSAGE_BYTES
     ended in RESOURCE_EXHAUSTED 'Sent message larger than max (N vs. M)' (and an ExecuteBatchError logged by grpc),
     which named neither page_size nor view. With the defaults and the offline model 1000 FULL conversations are

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from convgen.db.database import Database
 from convgen.v1 import batch_pb2, common_pb2, generation_pb2
 from tests.bad_input import strategies as s
-from tests.bad_input.test_every_rpc import RPCS, SCALE, World, assert_healthy, print_report, send
-from tests.support.postgres import PostgresForTests
+from tests.bad_input.world import RPCS, SCALE, World, assert_healthy, print_report, send
+from tests.support.postgres import PostgresServer
 from tests.support.services import running_services, test_settings
 
 T = TypeVar("T")
@@ -94,7 +94,7 @@ class Store:
 
 @pytest.fixture(scope="module")
 async def store(
-    postgres: PostgresForTests, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[Store]:
     """Services on a fresh database for the module; prints the tally of requests at the end."""
     dsn = await postgres.create_database()
@@ -272,7 +272,7 @@ async def _job_names(store: Store, name: str) -> None:
     await assert_job_reads_back(store, job.id, name, job.request_id)
 
 
-test_job_names_are_stored_verbatim_or_rejected = with_verbatim_examples(_job_names, "name")
+test_job_names_are_stored_verbatim_or_rejected = pytest.mark.slow(with_verbatim_examples(_job_names, "name"))
 test_job_names_are_stored_verbatim_or_rejected.__doc__ = (
     "A job name comes back identical from every read, or is rejected naming `name` (over 200 characters, NUL)."
 )
@@ -304,6 +304,7 @@ test_job_request_ids_are_stored_verbatim_or_rejected.__doc__ = (
 # --- conversations ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @verbatim_settings(100)
 @given(request_id=st.one_of(texts(), st.uuids().map(lambda u: f"conv-{u}")), created_by=created_by_values())
 @example(request_id="'; DROP TABLE conversations; --", created_by="'; DROP TABLE conversations; --")

@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from convgen.v1 import batch_pb2, common_pb2
-from tests.batch.helpers import seed_combination, seed_job_request, wait_terminal
+from tests.support.demo_catalog import seed_combination, seed_job_request
+from tests.support.jobs import wait_terminal
 from tests.support.postgres import fetch
 from tests.support.services import Services, running_services, test_settings
 

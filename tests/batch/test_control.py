@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from convgen.v1 import batch_pb2
-from tests.batch.helpers import seed_job_request, wait_terminal
+from tests.support.demo_catalog import seed_job_request
+from tests.support.jobs import wait_terminal
 from tests.support.messages_api import FakeMessagesApi, Fault
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings
@@ -143,6 +144,7 @@ async def test_retry_failed_items_reruns_only_them_and_reuploads_the_log(
     assert replay[-1] == endings[-1]
 
 
+@pytest.mark.slow
 async def test_process_next_reports_the_terminal_state_on_the_last_item(services: Services) -> None:
     job = await services.batch_stub.CreateBatchJob(seed_job_request(auto_start=False))
     assert job.state == batch_pb2.BATCH_JOB_STATE_QUEUED

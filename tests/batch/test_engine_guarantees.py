@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import TERMINAL, job_counters, seed_combination, wait_terminal
+from tests.support.demo_catalog import seed_combination
+from tests.support.jobs import TERMINAL, job_counters, wait_terminal
 from tests.support.messages_api import FakeMessagesApi, Fault
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings
@@ -101,6 +102,7 @@ def processing_counts(events: list[batch_pb2.BatchJobEvent]) -> Counter[str]:
     return Counter(e.item.item_id for e in events if e.WhichOneof("event") == "item" and e.item.kind == PROCESSING)
 
 
+@pytest.mark.slow
 async def test_stop_on_failure_fails_the_job_at_the_first_permanent_failure(
     database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
 ) -> None:
@@ -237,6 +239,7 @@ async def test_items_processing_at_once_never_exceed_the_concurrency_bound(
         assert set(processing_counts(events).values()) == {1}
 
 
+@pytest.mark.slow
 async def test_a_model_call_longer_than_the_lease_keeps_its_item(
     database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
 ) -> None:
@@ -431,6 +434,7 @@ async def test_a_generation_call_past_its_deadline_is_retried_and_stores_one_con
         assert [str(r["id"]) for r in rows] == [item.conversation_pk]
 
 
+@pytest.mark.slow
 async def test_a_rate_limited_item_pauses_every_claim_of_the_process_for_the_retry_delay(
     database_url: str, tmp_path: Path, fake_api: FakeMessagesApi
 ) -> None:

@@ -5,27 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from convgen.blobs import BlobNotFound
 from convgen.blobs.s3 import S3BlobStore
 from convgen.v1 import batch_pb2
-from tests.batch.helpers import seed_job_request, wait_terminal
-from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY, MotoS3Server
+from tests.support.demo_catalog import seed_job_request
+from tests.support.jobs import wait_terminal
+from tests.support.moto_s3 import MotoS3Server
+from tests.support.s3 import open_s3_store, s3_settings
 from tests.support.services import Services, running_services, test_settings
 from tests.support.tcp_proxy import TcpProxy
-
-
-def s3_settings(endpoint: str) -> dict[str, Any]:
-    return {
-        "blob_store": "s3",
-        "s3_endpoint_url": endpoint,
-        "aws_region": FAKE_REGION,
-        "aws_access_key_id": FAKE_ACCESS_KEY_ID,
-        "aws_secret_access_key": FAKE_SECRET_ACCESS_KEY,
-    }
 
 
 @pytest.fixture
@@ -46,13 +37,7 @@ async def services(
 
 @pytest.fixture
 async def s3(moto_s3: MotoS3Server) -> AsyncIterator[S3BlobStore]:
-    store = await S3BlobStore.open(
-        endpoint_url=moto_s3.endpoint_url,
-        region=FAKE_REGION,
-        access_key_id=FAKE_ACCESS_KEY_ID,
-        secret_access_key=FAKE_SECRET_ACCESS_KEY,
-        create_buckets=False,
-    )
+    store = await open_s3_store(moto_s3.endpoint_url, create_buckets=False)
     yield store
     await store.close()
 
@@ -68,6 +53,7 @@ async def test_log_is_uploaded_to_s3_at_job_end(services: Services, s3: S3BlobSt
     assert (await s3.get("batch-logs", f"{job.id}/log.txt")).decode() == log.text
 
 
+@pytest.mark.slow
 async def test_with_s3_down_at_job_end_the_job_completes_and_the_log_arrives_later(
     services: Services, proxy: TcpProxy, s3: S3BlobStore
 ) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from convgen.v1 import batch_pb2
-from tests.batch.helpers import seed_job_request, wait_terminal
+from tests.support.demo_catalog import seed_job_request
+from tests.support.jobs import wait_terminal
 from tests.support.messages_api import FakeMessagesApi, Fault
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings

@@ -10,35 +10,22 @@ import grpc
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc, generation_pb2_grpc
-from tests.batch.helpers import seed_job_request, wait_terminal
-from tests.generation.test_generate_conversation import seed_request
+from tests.support.cluster import ProcessCluster
+from tests.support.demo_catalog import seed_job_request, seed_request
+from tests.support.jobs import wait_terminal
 from tests.support.postgres import fetch
-from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
 
 
-async def start_pair(
-    database_url: str, workdir: Path, *, latency: float, grace: float
-) -> tuple[FakeApiProcess, ServiceProcess, ServiceProcess]:
-    api = FakeApiProcess(workdir, ["--latency", str(latency)])
-    base_url = await api.start()
-    common = {
+def pair(database_url: str, workdir: Path, *, latency: float, grace: float) -> ProcessCluster:
+    """The Messages API with this latency, a generation service and a batch service with this grace period."""
+    env = {
         "DATABASE_URL": database_url,
         "CONVGEN_DATA_DIR": str(workdir / "data"),
         "LISTEN_HOST": "127.0.0.1",
         "SHUTDOWN_GRACE_SECONDS": str(grace),
         "BATCH_LEASE_SECONDS": "30",
     }
-    generation = ServiceProcess(
-        "generation",
-        clean_environment(
-            {**common, "MODEL_CLIENT": "anthropic", "ANTHROPIC_API_KEY": "k", "ANTHROPIC_BASE_URL": base_url}
-        ),
-        workdir,
-    )
-    await generation.start()
-    batch = ServiceProcess("batch", clean_environment({**common, "GENERATION_TARGET": generation.address}), workdir)
-    await batch.start()
-    return api, generation, batch
+    return ProcessCluster(workdir, env, api_args=["--latency", str(latency)])
 
 
 async def item_states(dsn: str, job_id: str) -> dict[str, int]:
@@ -54,10 +41,11 @@ async def wait_for_processing(stub: batch_pb2_grpc.BatchServiceStub, job_id: str
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_sigterm_lets_in_flight_items_finish_and_claims_nothing_new(database_url: str, tmp_path: Path) -> None:
-    api, generation, batch = await start_pair(database_url, tmp_path, latency=1.5, grace=10)
-    try:
+    async with pair(database_url, tmp_path, latency=1.5, grace=10) as cluster:
+        batch = cluster.batches[0]
         async with grpc.aio.insecure_channel(batch.address) as channel:
             stub = batch_pb2_grpc.BatchServiceStub(channel)
             job = await stub.CreateBatchJob(seed_job_request(concurrency=2))
@@ -72,16 +60,12 @@ async def test_sigterm_lets_in_flight_items_finish_and_claims_nothing_new(databa
         async with grpc.aio.insecure_channel(batch.address) as channel:
             done = await wait_terminal(batch_pb2_grpc.BatchServiceStub(channel), job.id)
         assert done.completed_items == 8
-    finally:
-        batch.kill()
-        generation.kill()
-        api.stop()
 
 
 @pytest.mark.timeout(180)
 async def test_items_still_running_after_the_grace_period_are_released(database_url: str, tmp_path: Path) -> None:
-    api, generation, batch = await start_pair(database_url, tmp_path, latency=5.0, grace=0.5)
-    try:
+    async with pair(database_url, tmp_path, latency=5.0, grace=0.5) as cluster:
+        batch = cluster.batches[0]
         async with grpc.aio.insecure_channel(batch.address) as channel:
             stub = batch_pb2_grpc.BatchServiceStub(channel)
             job = await stub.CreateBatchJob(seed_job_request(concurrency=3))
@@ -96,17 +80,14 @@ async def test_items_still_running_after_the_grace_period_are_released(database_
         )
         assert released
         assert all(r["message"] == "released: worker shutting down" for r in released)
-    finally:
-        batch.kill()
-        generation.kill()
-        api.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_generation_service_finishes_an_in_flight_call_on_sigterm(database_url: str, tmp_path: Path) -> None:
-    api, generation, batch = await start_pair(database_url, tmp_path, latency=2.0, grace=10)
-    batch.kill()
-    try:
+    async with pair(database_url, tmp_path, latency=2.0, grace=10) as cluster:
+        generation, batch = cluster.processes
+        batch.kill()
         async with grpc.aio.insecure_channel(generation.address) as channel:
             stub = generation_pb2_grpc.GenerationServiceStub(channel)
             call = asyncio.ensure_future(stub.GenerateConversation(seed_request("in-flight")))
@@ -115,6 +96,3 @@ async def test_generation_service_finishes_an_in_flight_call_on_sigterm(database
             stored = await call
             assert stored.pk != stored.business_key
             assert await exit_code == 0
-    finally:
-        generation.kill()
-        api.stop()

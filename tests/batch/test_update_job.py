@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from convgen.v1 import batch_pb2
-from tests.batch.helpers import seed_job_request
+from tests.support.demo_catalog import seed_job_request
 from tests.support.postgres import fetch
 from tests.support.services import Services, running_services, test_settings
 

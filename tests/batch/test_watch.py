@@ -12,7 +12,8 @@ import pytest
 
 from batch_service.store.events import EVENTS_CHANNEL, WORK_CHANNEL
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import TERMINAL, seed_job_request, wait_terminal
+from tests.support.demo_catalog import seed_job_request
+from tests.support.jobs import TERMINAL, wait_terminal
 from tests.support.postgres import fetch
 from tests.support.services import Services, running_services, test_settings
 

@@ -4,58 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aioboto3
 import pytest
-from aiobotocore.config import AioConfig
 
 from convgen.blobs.filesystem import FileBlobStore
-from convgen.blobs.port import BlobStore
 from convgen.blobs.s3 import S3BlobStore
-from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY, MotoS3Server
+from tests.blobs.helpers import BUCKET, LOG_BUCKET, StoreHarness
+from tests.support.moto_s3 import MotoS3Server
+from tests.support.s3 import open_s3_store, raw_s3_client
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
-
-BUCKET = "conversation-files"
-LOG_BUCKET = "batch-logs"
-
-
-@dataclass
-class StoreHarness:
-    """A store under test plus a way to see everything stored anywhere it could write."""
-
-    kind: str
-    store: BlobStore
-    root: Path | None
-    everything: Callable[[], Awaitable[set[str]]]
-
-
-async def open_s3_store(
-    endpoint_url: str,
-    *,
-    access_key_id: str = FAKE_ACCESS_KEY_ID,
-    secret_access_key: str = FAKE_SECRET_ACCESS_KEY,
-    create_buckets: bool = True,
-    max_attempts: int = 3,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 30.0,
-) -> S3BlobStore:
-    """An S3BlobStore against endpoint_url, with the fake credentials unless told otherwise."""
-    return await S3BlobStore.open(
-        endpoint_url=endpoint_url,
-        region=FAKE_REGION,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        create_buckets=create_buckets,
-        max_attempts=max_attempts,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +31,7 @@ async def shared_s3_store(moto_s3: MotoS3Server) -> AsyncIterator[S3BlobStore]:
 @pytest.fixture(scope="session")
 async def raw_s3(moto_s3: MotoS3Server) -> AsyncIterator[S3Client]:
     """A plain aioboto3 S3 client on moto, to look behind the store's back."""
-    session = aioboto3.Session(
-        aws_access_key_id=FAKE_ACCESS_KEY_ID, aws_secret_access_key=FAKE_SECRET_ACCESS_KEY, region_name=FAKE_REGION
-    )
-    config = AioConfig(s3={"addressing_style": "path"})
-    async with session.client("s3", endpoint_url=moto_s3.endpoint_url, config=config) as client:
+    async with raw_s3_client(moto_s3.endpoint_url) as client:
         yield client
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from pydantic import SecretStr
 
 from convgen.blobs.factory import open_blob_store
 from convgen.blobs.filesystem import FileBlobStore
 from convgen.blobs.port import BlobNotFound, BlobRef, BlobStoreUnavailable, InvalidBlobKey
 from convgen.blobs.s3 import S3BlobStore
 from convgen.settings import Settings
-from tests.blobs.conftest import BUCKET, LOG_BUCKET, StoreHarness
-from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY, MotoS3Server
+from tests.blobs.helpers import BUCKET, LOG_BUCKET, StoreHarness
+from tests.support.moto_s3 import MotoS3Server
+from tests.support.s3 import s3_settings
 
 NIL = "00000000-0000-0000-0000-000000000000"
 
@@ -267,11 +267,7 @@ async def test_factory_opens_a_file_store_with_its_buckets(tmp_path: Path) -> No
 async def test_factory_opens_an_s3_store_with_its_buckets(moto_s3: MotoS3Server) -> None:
     await asyncio.to_thread(moto_s3.reset)
     settings = Settings(
-        blob_store="s3",
-        s3_endpoint_url=moto_s3.endpoint_url,
-        aws_region=FAKE_REGION,
-        aws_access_key_id=SecretStr(FAKE_ACCESS_KEY_ID),
-        aws_secret_access_key=SecretStr(FAKE_SECRET_ACCESS_KEY),
+        **s3_settings(moto_s3.endpoint_url),
         conversation_bucket="factory-conversations",
         log_bucket="factory-logs",
     )

@@ -19,8 +19,9 @@ from convgen.blobs.port import BlobStoreUnavailable
 from convgen.blobs.s3 import S3BlobStore
 from convgen.errors import ConvgenError
 from convgen.settings import Settings
-from tests.blobs.conftest import BUCKET, open_s3_store
+from tests.blobs.helpers import BUCKET
 from tests.support.moto_s3 import FAKE_REGION, MotoS3Process, MotoS3Server
+from tests.support.s3 import open_s3_store
 from tests.support.tcp_proxy import TcpProxy
 
 # moto accepts any credentials; distinctive ones make a leak easy to spot.
@@ -148,6 +149,7 @@ async def test_closed_port_fails_fast() -> None:
         await store.close()
 
 
+@pytest.mark.slow
 async def test_stopped_moto_process_is_unavailable() -> None:
     moto = MotoS3Process()
     await asyncio.to_thread(moto.start)

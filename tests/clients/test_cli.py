@@ -12,51 +12,18 @@ import struct
 import subprocess
 import sys
 import termios
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from clients import ConvgenClient
 from clients.cli.main import main
-from tests.clients.conftest import targets
-from tests.clients.helpers import FAILING_ARC_KEY, seed_combination, set_arc_templates_active
-from tests.support.processes import ROOT
+from tests.clients.helpers import FAILING_ARC_KEY, set_arc_templates_active
+from tests.support.checkout import ROOT
+from tests.support.demo_catalog import seed_combination_fields
 from tests.support.services import Services
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-@dataclass
-class Result:
-    """Exit code and captured output of one CLI run."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        """stdout as one JSON document."""
-        return json.loads(self.out)
-
-    def json_lines(self) -> list[Any]:
-        """stdout as JSON lines."""
-        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
-
-
-@pytest.fixture
-def cli(services: Services, capsys: pytest.CaptureFixture[str]) -> Any:
-    """Runs `convgen ARGS` in-process (on its own thread and event loop) against the test's services."""
-    generation, batch = targets(services)
-
-    async def run(*argv: str) -> Result:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, ["--generation-target", generation, "--batch-target", batch, *argv])
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.err
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 async def test_catalog_list_json_and_table(cli: Any) -> None:
@@ -123,7 +90,7 @@ async def test_batch_create_seed_job_and_watch(cli: Any) -> None:
 
 async def test_batch_watch_prints_failures_and_exits_1(cli: Any, services: Services, database_url: str) -> None:
     client = ConvgenClient.from_channels(services.generation_channel, services.batch_channel)
-    job = await client.create_batch_job(combination=seed_combination(), auto_start=False, name="half fails")
+    job = await client.create_batch_job(combination=seed_combination_fields(), auto_start=False, name="half fails")
     await set_arc_templates_active(database_url, FAILING_ARC_KEY, False)
     await client.resume_batch_job(job.id)
 
@@ -200,8 +167,9 @@ async def test_unreachable_service_is_unavailable(capsys: pytest.CaptureFixture[
     assert "Traceback" not in captured.err
 
 
+@pytest.mark.slow
 async def test_subprocess_entry_point(services: Services) -> None:
-    generation, batch = targets(services)
+    generation, batch = services.targets
     argv = [sys.executable, "-m", "clients.cli.main", "--generation-target", generation, "--batch-target", batch]
     process = await asyncio.create_subprocess_exec(
         *argv, "catalog", "list", "topics", "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -246,10 +214,10 @@ def run_in_terminal(argv: list[str]) -> tuple[int, str]:
 async def test_batch_watch_in_a_terminal_draws_the_live_bar(services: Services, database_url: str) -> None:
     """On a terminal, `batch watch` draws the rich bar (counts, throughput, ETA, cost) with failures above it."""
     client = ConvgenClient.from_channels(services.generation_channel, services.batch_channel)
-    job = await client.create_batch_job(combination=seed_combination(), auto_start=False, name="terminal watch")
+    job = await client.create_batch_job(combination=seed_combination_fields(), auto_start=False, name="terminal watch")
     await set_arc_templates_active(database_url, FAILING_ARC_KEY, False)
     await client.resume_batch_job(job.id)
-    generation, batch = targets(services)
+    generation, batch = services.targets
 
     code, output = await asyncio.to_thread(
         run_in_terminal, ["--generation-target", generation, "--batch-target", batch, "batch", "watch", job.id]

@@ -13,17 +13,10 @@ import pytest
 
 from convgen.catalog.loader import packaged_catalog_path, read_catalog_file
 from convgen.db.migrations import load_migrations
-from tests.clients.conftest import targets
-from tests.clients.helpers import set_arc_templates_active
-from tests.clients.test_cli import Result, cli
-from tests.clients.test_client_options import CLIENT_TOKEN, module_database, mtls_services, pki
-from tests.core.test_migrations import empty_database
+from tests.clients.helpers import CLIENT_TOKEN, Result, set_arc_templates_active
 from tests.support.certificates import Pem
-from tests.support.postgres import PostgresForTests
+from tests.support.postgres import PostgresServer
 from tests.support.services import Services, running_services, test_settings
-
-# Fixtures reused from other test modules.
-__all__ = ["cli", "empty_database", "module_database", "mtls_services", "pki"]
 
 CATALOG, _ = read_catalog_file(packaged_catalog_path())
 PERSONA_IDS = {p.persona_key: str(p.id) for p in CATALOG.personas}
@@ -32,7 +25,7 @@ TOPIC_IDS = {t.topic_key: str(t.id) for t in CATALOG.training_topics}
 
 
 @pytest.fixture(scope="module")
-async def services(postgres: PostgresForTests, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Services]:
+async def services(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Services]:
     """Both services on a fresh database, shared by the module (the `cli` fixture runs commands against them)."""
     dsn = await postgres.create_database()
     try:
@@ -252,7 +245,7 @@ def secured_flags(services: Services, pki: tuple[Pem, Pem, Pem]) -> dict[str, li
     """Per flag, the options that reach mutual-TLS services with AUTH_TOKENS (given after the subcommand, they replace
     the `cli` fixture's targets)."""
     ca, _server, client = pki
-    generation, batch = targets(services)
+    generation, batch = services.targets
     return {
         "targets": ["--generation-target", generation, "--batch-target", batch],
         "--tls-ca": ["--tls-ca", str(ca.cert)],

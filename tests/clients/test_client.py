@@ -11,8 +11,7 @@ import pytest
 
 from clients import ConvgenClient, ConvgenRpcError, tier_value
 from convgen.v1 import batch_pb2, common_pb2, generation_pb2
-from tests.clients.conftest import targets
-from tests.clients.helpers import seed_combination
+from tests.support.demo_catalog import seed_combination_fields
 from tests.support.services import Services
 
 
@@ -68,11 +67,11 @@ async def test_generate_get_and_list_conversations_with_human_keys(client: Convg
 
 async def test_batch_job_lifecycle_through_typed_calls(client: ConvgenClient) -> None:
     job = await client.create_batch_job(
-        name="typed", combination=seed_combination(), concurrency=2, auto_start=False, request_id="typed-1"
+        name="typed", combination=seed_combination_fields(), concurrency=2, auto_start=False, request_id="typed-1"
     )
     assert isinstance(job, batch_pb2.BatchJob)
     assert (job.state, job.total_items, job.concurrency) == (batch_pb2.BATCH_JOB_STATE_QUEUED, 8, 2)
-    assert (await client.create_batch_job(combination=seed_combination(), request_id="typed-1")).id == job.id
+    assert (await client.create_batch_job(combination=seed_combination_fields(), request_id="typed-1")).id == job.id
 
     step = await client.process_next(job.id)
     assert step.item.state == batch_pb2.BATCH_ITEM_STATE_COMPLETED
@@ -101,12 +100,12 @@ async def test_batch_job_lifecycle_through_typed_calls(client: ConvgenClient) ->
 async def test_retry_failed_items_and_resume(client: ConvgenClient) -> None:
     parameters = [
         {
-            "persona_id": seed_combination()["persona_ids"][0],
-            "emotional_arc_id": seed_combination()["emotional_arc_ids"][0],
+            "persona_id": seed_combination_fields()["persona_ids"][0],
+            "emotional_arc_id": seed_combination_fields()["emotional_arc_ids"][0],
             "training_topic_id": topic,
             "tier": "template",
         }
-        for topic in seed_combination()["training_topic_ids"][:2]
+        for topic in seed_combination_fields()["training_topic_ids"][:2]
     ]
     job = await client.create_batch_job(parameters=parameters, auto_start=False)
     assert job.total_items == 2
@@ -139,8 +138,8 @@ async def test_invalid_argument_carries_field_violations(client: ConvgenClient) 
         await client.create_batch_job(
             combination={
                 "persona_ids": ["not-a-uuid"],
-                "emotional_arc_ids": seed_combination()["emotional_arc_ids"],
-                "training_topic_ids": seed_combination()["training_topic_ids"],
+                "emotional_arc_ids": seed_combination_fields()["emotional_arc_ids"],
+                "training_topic_ids": seed_combination_fields()["training_topic_ids"],
                 "tier": "template",
             },
             concurrency=999,
@@ -199,11 +198,11 @@ async def test_paging_helpers_walk_every_page(client: ConvgenClient) -> None:
         (await client.list_templates(page_size=1000)).templates
     )
 
-    job = await client.create_batch_job(combination=seed_combination(), auto_start=False)
+    job = await client.create_batch_job(combination=seed_combination_fields(), auto_start=False)
     positions = [i.position async for i in client.iter_batch_items(job.id, page_size=3)]
     assert positions == list(range(8))
     assert [i.position async for i in client.iter_batch_items(job.id, state="completed", page_size=3)] == []
-    second = await client.create_batch_job(combination=seed_combination(), auto_start=False)
+    second = await client.create_batch_job(combination=seed_combination_fields(), auto_start=False)
     jobs = [j.id async for j in client.iter_batch_jobs(page_size=1)]
     assert jobs == [second.id, job.id]
 
@@ -220,7 +219,7 @@ class _Recorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 
 
 async def test_token_is_sent_and_only_own_channels_are_closed(services: Services) -> None:
-    generation = targets(services)[0]
+    generation = services.targets[0]
     recorder = _Recorder()
     channel = grpc.aio.insecure_channel(generation, interceptors=[recorder])
     try:

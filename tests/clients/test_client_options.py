@@ -6,7 +6,7 @@ import importlib
 import inspect
 import pkgutil
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,74 +16,17 @@ from google.protobuf.descriptor import MethodDescriptor
 
 import convgen.v1
 from clients import ConvgenClient, ConvgenRpcError
-from convgen.settings import Settings
-from tests.clients.conftest import targets
-from tests.support.certificates import Pem, make_pki
-from tests.support.postgres import PostgresForTests
-from tests.support.services import Services, running_services, test_settings
+from tests.clients.helpers import CLIENT_TOKEN
+from tests.support.certificates import Pem
+from tests.support.services import Services
 
-CLIENT_TOKEN = "client-token-4b8e"
 TIMEOUT = 10.0
 CONVGEN_SERVICES = {"convgen.v1.GenerationService", "convgen.v1.CatalogService", "convgen.v1.BatchService"}
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pem, Pem, Pem]:
-    """(ca, server, client) certificates for the module."""
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-async def module_database(postgres: PostgresForTests) -> AsyncIterator[str]:
-    """A fresh migrated database with the demo catalog, shared by the module's services."""
-    dsn = await postgres.create_database()
-    yield dsn
-    await postgres.drop_database(dsn)
-
-
-def secured_settings(dsn: str, data_dir: Path, pki: tuple[Pem, Pem, Pem], *, mutual: bool) -> Settings:
-    """Services with a server certificate and AUTH_TOKENS; mutual ones also require a client certificate."""
-    ca, server, client = pki
-    mutual_tls = {
-        "tls_client_ca_file": ca.cert,
-        "generation_tls_cert_file": client.cert,
-        "generation_tls_key_file": client.key,
-    }
-    return test_settings(
-        dsn,
-        data_dir,
-        tls_cert_file=server.cert,
-        tls_key_file=server.key,
-        generation_tls_ca_file=ca.cert,
-        auth_tokens=CLIENT_TOKEN,
-        generation_auth_token=CLIENT_TOKEN,
-        **(mutual_tls if mutual else {}),
-    )
-
-
-@pytest.fixture(scope="module")
-async def tls_services(
-    module_database: str, pki: tuple[Pem, Pem, Pem], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Services]:
-    """Both services over TLS (no client certificate asked) with AUTH_TOKENS set."""
-    settings = secured_settings(module_database, tmp_path_factory.mktemp("tls-data"), pki, mutual=False)
-    async with running_services(settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def mtls_services(
-    module_database: str, pki: tuple[Pem, Pem, Pem], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Services]:
-    """Both services requiring a client certificate signed by the CA (mutual TLS), with AUTH_TOKENS set."""
-    settings = secured_settings(module_database, tmp_path_factory.mktemp("mtls-data"), pki, mutual=True)
-    async with running_services(settings) as running:
-        yield running
-
-
 async def connect_to(services: Services, **options: Any) -> ConvgenClient:
     """A client on both services with the given token and TLS options."""
-    generation, batch = targets(services)
+    generation, batch = services.targets
     return await ConvgenClient.connect(generation, batch, default_timeout=TIMEOUT, **options)
 
 

@@ -17,12 +17,12 @@ import psutil
 import pytest
 
 from clients.cli.common import EXIT_INTERRUPTED
+from tests.support.checkout import ROOT
 from tests.support.messages_api import FakeMessagesApi
 from tests.support.processes import clean_environment
 from tests.support.services import claude_settings
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_COMMAND = (sys.executable, "-m", "clients.cli.main", "demo")
 # The demo as a terminal's foreground job: SIGINT at its default. A process started in the background by a
 # non-interactive shell (CI runners, `cmd &`) inherits SIGINT ignored, and so would the demo, which then rightly
@@ -45,7 +45,7 @@ GONE_WITHIN_SECONDS = 10.0
 
 def demo_environment(data_dir: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment without any convgen setting but CONVGEN_DATA_DIR (and the given settings)."""
-    return clean_environment({**(settings or {}), "CONVGEN_DATA_DIR": str(data_dir), "PYTHONPATH": str(PROJECT_ROOT)})
+    return clean_environment({**(settings or {}), "CONVGEN_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)})
 
 
 async def run_demo(cwd: Path, data_dir: Path) -> tuple[int, str, str]:
@@ -84,6 +84,7 @@ def demo_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow
 async def test_demo_runs_the_seed_job_end_to_end_twice(demo_dir: Path) -> None:
     tmp_path = demo_dir
     data_dir = tmp_path / "state"
@@ -189,6 +190,7 @@ def describe(process: psutil.Process) -> str:
         return f"{process.pid} (gone)"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(RUNNING_WITHIN_SECONDS + EXIT_WITHIN_SECONDS + 4 * GONE_WITHIN_SECONDS)
 async def test_ctrl_c_mid_job_stops_everything_the_demo_started(demo_dir: Path, fake_api: FakeMessagesApi) -> None:
     """Ctrl-C while items wait on Claude: exit 130 with 'interrupted', no process, listener or postmaster.pid left."""

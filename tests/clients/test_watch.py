@@ -12,8 +12,8 @@ import pytest
 from batch_service.app import BatchApp
 from clients import BatchJobWatch, ConvgenClient, ConvgenRpcError
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.clients.conftest import targets
-from tests.clients.helpers import event_sequences, seed_combination
+from tests.clients.helpers import event_sequences
+from tests.support.demo_catalog import seed_combination_fields
 from tests.support.services import Services, running_services, test_settings
 from tests.support.tcp_proxy import TcpProxy
 
@@ -44,13 +44,13 @@ async def assert_matches_database(
 
 
 async def test_watch_survives_a_dropped_connection(services: Services, database_url: str) -> None:
-    generation, batch = targets(services)
+    generation, batch = services.targets
     assert services.batch is not None
     async with TcpProxy("127.0.0.1", services.batch.port) as proxy:
         direct = await ConvgenClient.connect(generation, batch)
         proxied = await ConvgenClient.connect(generation, f"127.0.0.1:{proxy.port}")
         async with direct, proxied:
-            job = await direct.create_batch_job(combination=seed_combination(), auto_start=False)
+            job = await direct.create_batch_job(combination=seed_combination_fields(), auto_start=False)
             events: list[batch_pb2.BatchJobEvent] = []
             async with proxied.watch_batch_job(job.id) as watch:
                 snapshot = await anext(watch)
@@ -109,7 +109,7 @@ async def test_watch_resumes_when_the_server_ends_the_stream_early(
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         direct = ConvgenClient.from_channels(services.generation_channel, services.batch_channel)
-        job = await direct.create_batch_job(combination=seed_combination(), concurrency=4)
+        job = await direct.create_batch_job(combination=seed_combination_fields(), concurrency=4)
         watch = ConvgenClient.from_channels(batch_channel=channel).watch_batch_job(job.id, after_sequence=0)
         events = [event async for event in watch]
     finally:
@@ -136,7 +136,7 @@ async def test_watch_resumes_across_a_batch_service_restart(database_url: str, t
         generation = f"127.0.0.1:{services.generation.port}"
         events: list[batch_pb2.BatchJobEvent] = []
         async with await ConvgenClient.connect(generation, f"127.0.0.1:{port}") as client:
-            job = await client.create_batch_job(combination=seed_combination(), auto_start=False)
+            job = await client.create_batch_job(combination=seed_combination_fields(), auto_start=False)
             watch = client.watch_batch_job(job.id)
             snapshot = await anext(watch)
             await client.process_next(job.id)
@@ -157,7 +157,7 @@ async def test_watch_resumes_across_a_batch_service_restart(database_url: str, t
 
 
 async def test_watch_of_a_finished_job_yields_its_snapshot_and_ends(client: ConvgenClient) -> None:
-    job = await client.create_batch_job(combination=seed_combination())
+    job = await client.create_batch_job(combination=seed_combination_fields())
     replay = [event async for event in client.watch_batch_job(job.id, after_sequence=0)]
     assert replay[-1].job.state == batch_pb2.BATCH_JOB_STATE_COMPLETED
 

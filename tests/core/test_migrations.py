@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from asyncio.subprocess import PIPE
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from convgen.db import migrations
 from convgen.db.migrations import Migration, MigrationError, load_migrations, migrate
-from tests.support.postgres import PostgresForTests
-from tests.support.processes import ROOT, clean_environment
-
-
-@pytest.fixture
-async def empty_database(postgres: PostgresForTests) -> AsyncIterator[str]:
-    dsn = await postgres.create_database(empty=True)
-    yield dsn
-    await postgres.drop_database(dsn)
+from tests.support.checkout import ROOT
+from tests.support.processes import clean_environment, start_python_module
 
 
 async def migrate_on_new_connection(dsn: str) -> list[Migration]:
@@ -49,12 +39,7 @@ async def test_concurrent_migrations_apply_each_file_exactly_once(empty_database
 async def test_two_migrate_processes_started_together_apply_each_file_once(empty_database: str) -> None:
     """Two `convgen migrate` processes at once on an empty database: both succeed, every file is applied once."""
     env = clean_environment({"DATABASE_URL": empty_database, "PYTHONPATH": str(ROOT)})
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clients.cli.main", "migrate", cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE
-        )
-        for _ in range(2)
-    ]
+    processes = [await start_python_module("clients.cli.main", "migrate", env=env) for _ in range(2)]
     outputs = await asyncio.gather(*(p.communicate() for p in processes))
     for process, (out, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, (out.decode(), err.decode())

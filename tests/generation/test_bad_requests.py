@@ -2,59 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from convgen.v1 import common_pb2, generation_pb2
-from tests.generation.test_generate_conversation import (
-    COUPLE_CONFLICT,
-    DAVID_CHEN,
-    ESTATE_PLANNING,
-    NIL,
-    seed_request,
-)
+from tests.generation.helpers import assert_nothing_written, seed_request_with
+from tests.support.demo_catalog import CRISIS, seed_request
 from tests.support.postgres import fetch
-from tests.support.services import Services, running_services, test_settings
+from tests.support.services import Services
 
 UNKNOWN = "11111111-2222-3333-4444-555555555555"
-CRISIS = "6f0f5c1e-2a8b-4c47-9a53-0d1f3b2e7c41"
-
-
-@pytest.fixture
-async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    async with running_services(test_settings(database_url, tmp_path), batch=False) as running:
-        yield running
-
-
-def request(**parameters: object) -> generation_pb2.GenerateConversationRequest:
-    base: dict[str, object] = {
-        "persona_id": DAVID_CHEN,
-        "emotional_arc_id": COUPLE_CONFLICT,
-        "training_topic_id": ESTATE_PLANNING,
-        "tier": common_pb2.TIER_TEMPLATE,
-        "template_id": NIL,
-    }
-    base.update(parameters)
-    return generation_pb2.GenerateConversationRequest(
-        parameters=common_pb2.GenerationParameters(**base),
-        request_id="bad",  # type: ignore[arg-type]
-    )
 
 
 async def call(services: Services, req: generation_pb2.GenerateConversationRequest) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await services.generation_stub.GenerateConversation(req)
     return caught.value.code(), caught.value.details() or ""
-
-
-async def assert_nothing_written(dsn: str, blobs: Path) -> None:
-    assert await fetch(dsn, "SELECT id FROM conversations") == []
-    assert await fetch(dsn, "SELECT id FROM generation_failures") == []
-    assert await fetch(dsn, "SELECT request_id FROM generation_claims") == []
-    assert not list((blobs / "conversation-files").rglob("*.json"))
 
 
 @pytest.mark.parametrize(
@@ -64,14 +29,14 @@ async def assert_nothing_written(dsn: str, blobs: Path) -> None:
 async def test_unknown_ids_are_not_found_and_named(
     services: Services, database_url: str, tmp_path: Path, field: str, named: str
 ) -> None:
-    code, message = await call(services, request(**{field: UNKNOWN}))
+    code, message = await call(services, seed_request_with(**{field: UNKNOWN}))
     assert code == grpc.StatusCode.NOT_FOUND
     assert message == f"{named} {UNKNOWN} does not exist"
     await assert_nothing_written(database_url, tmp_path / "blobs")
 
 
 async def test_every_unknown_id_is_listed(services: Services) -> None:
-    code, message = await call(services, request(persona_id=UNKNOWN, training_topic_id=UNKNOWN))
+    code, message = await call(services, seed_request_with(persona_id=UNKNOWN, training_topic_id=UNKNOWN))
     assert code == grpc.StatusCode.NOT_FOUND
     assert message == f"persona {UNKNOWN} does not exist; training_topic {UNKNOWN} does not exist"
 
@@ -80,7 +45,7 @@ async def test_malformed_uuids_and_missing_tier_are_invalid_arguments_naming_eac
     services: Services, database_url: str, tmp_path: Path
 ) -> None:
     code, message = await call(
-        services, request(persona_id="not-a-uuid", template_id="x" * 36, tier=common_pb2.TIER_UNSPECIFIED)
+        services, seed_request_with(persona_id="not-a-uuid", template_id="x" * 36, tier=common_pb2.TIER_UNSPECIFIED)
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "parameters.persona_id: 'not-a-uuid' is not a UUID" in message
@@ -99,7 +64,7 @@ async def test_missing_parameters_and_bad_created_by_are_invalid(services: Servi
 
 
 async def test_unknown_template_is_not_found(services: Services) -> None:
-    code, message = await call(services, request(template_id=UNKNOWN))
+    code, message = await call(services, seed_request_with(template_id=UNKNOWN))
     assert code == grpc.StatusCode.NOT_FOUND
     assert message == f"template {UNKNOWN} does not exist"
 
@@ -110,11 +75,12 @@ async def test_an_arc_without_templates_fails_the_precondition_naming_arc_and_ti
     # The catalog is cached by the service; a change made behind its back must still be seen at once.
     await services.generation_stub.GenerateConversation(
         generation_pb2.GenerateConversationRequest(
-            parameters=request(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE).parameters, request_id="warm"
+            parameters=seed_request_with(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE).parameters,
+            request_id="warm",
         )
     )
     await fetch(database_url, "UPDATE prompt_templates SET active = false WHERE arc_key = 'crisis_to_referral'")
-    code, message = await call(services, request(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE))
+    code, message = await call(services, seed_request_with(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert message.startswith("no active prompt template for arc crisis_to_referral (tier edge_case)")
     assert len(await fetch(database_url, "SELECT id FROM conversations")) == 1, "only the warm-up conversation"
@@ -123,7 +89,7 @@ async def test_an_arc_without_templates_fails_the_precondition_naming_arc_and_ti
 
 async def test_edge_arc_auto_selects_its_edge_case_template(services: Services) -> None:
     stored = await services.generation_stub.GenerateConversation(
-        request(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE)
+        seed_request_with(emotional_arc_id=CRISIS, tier=common_pb2.TIER_EDGE_CASE)
     )
     assert stored.template_name == "crisis_to_referral_edge_case"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from convgen.v1 import generation_pb2
-from tests.generation.test_generate_conversation import seed_request
+from tests.support.demo_catalog import seed_request
 from tests.support.messages_api import FakeMessagesApi
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings

@@ -5,39 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 
-from convgen.v1 import common_pb2, generation_pb2
-from tests.support.services import Services, running_services, test_settings
-
-DAVID_CHEN = "aa514346-cd61-42ac-adad-498934975402"
-COUPLE_CONFLICT = "33d2ac3e-3f92-44a5-a53d-788fdece2545"
-ESTATE_PLANNING = "aee7b6c2-42e2-4ef4-8184-be12abe38eb5"
-NIL = "00000000-0000-0000-0000-000000000000"
-
-
-def seed_request(request_id: str = "") -> generation_pb2.GenerateConversationRequest:
-    """The seed's failed combination: David Chen / Couple Conflict → Alignment / Essential Estate Planning."""
-    return generation_pb2.GenerateConversationRequest(
-        parameters=common_pb2.GenerationParameters(
-            persona_id=DAVID_CHEN,
-            emotional_arc_id=COUPLE_CONFLICT,
-            training_topic_id=ESTATE_PLANNING,
-            tier=common_pb2.TIER_TEMPLATE,
-            template_id=NIL,
-        ),
-        request_id=request_id,
-    )
-
-
-@pytest.fixture
-async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    async with running_services(test_settings(database_url, tmp_path), batch=False) as running:
-        yield running
+from convgen.v1 import generation_pb2
+from tests.support.demo_catalog import NIL, seed_request
+from tests.support.services import Services
 
 
 async def test_seed_combination_returns_distinct_pk_and_business_key(

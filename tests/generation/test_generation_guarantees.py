@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -21,28 +20,15 @@ from generation_service.model.factory import build_model_client
 from generation_service.model.offline import OfflineModelClient
 from generation_service.model.port import ModelClient
 from tests.bad_input.strategies import Answer
-from tests.generation.test_bad_requests import CRISIS, assert_nothing_written, request
-from tests.generation.test_generate_conversation import seed_request
+from tests.generation.helpers import assert_nothing_written, seed_request_with
+from tests.support.demo_catalog import CRISIS, seed_request
 from tests.support.messages_api import FakeMessagesApi, Fault
 from tests.support.postgres import fetch
 from tests.support.processes import ServiceProcess, clean_environment
-from tests.support.services import Services, claude_settings, running_services, test_settings
+from tests.support.services import Services
 
 CONFUSION = "53583301-5758-4781-99df-57b9c5fc1949"  # confusion_to_clarity: a template-tier template only
 PLACEHOLDER = re.compile(r"\{\{\s*.*?\s*\}\}", re.DOTALL)
-
-
-@pytest.fixture
-async def claude(database_url: str, tmp_path: Path, fake_api: FakeMessagesApi) -> AsyncIterator[Services]:
-    settings = test_settings(database_url, tmp_path, **claude_settings(fake_api.base_url))
-    async with running_services(settings, batch=False) as running:
-        yield running
-
-
-@pytest.fixture
-async def offline(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    async with running_services(test_settings(database_url, tmp_path), batch=False) as running:
-        yield running
 
 
 async def rows_for(dsn: str, request_id: str) -> int:
@@ -169,25 +155,25 @@ async def test_an_explicit_template_id_is_the_template_used_and_sent(
     ids=["confusion-at-scenario", "crisis-at-template"],
 )
 async def test_a_tier_without_a_template_for_the_arc_falls_back_to_the_arc_alone(
-    offline: Services, arc_id: str, tier: common_pb2.Tier, fallback: str
+    services: Services, arc_id: str, tier: common_pb2.Tier, fallback: str
 ) -> None:
     """With the nil template id and no template of the arc at the tier, the arc's own template is used."""
-    listed = await offline.catalog_stub.ListTemplates(catalog_pb2.ListTemplatesRequest(page_size=100))
+    listed = await services.catalog_stub.ListTemplates(catalog_pb2.ListTemplatesRequest(page_size=100))
     by_name = {t.template_name: t for t in listed.templates}
-    stored = await offline.generation_stub.GenerateConversation(request(emotional_arc_id=arc_id, tier=tier))
+    stored = await services.generation_stub.GenerateConversation(seed_request_with(emotional_arc_id=arc_id, tier=tier))
     assert stored.template_name == fallback
     assert stored.parameters.template_id == by_name[fallback].id
     assert stored.parameters.tier == tier, "the requested tier is kept"
 
 
 async def test_an_arc_with_no_template_fails_naming_arc_and_tier_and_writes_no_row_or_blob(
-    offline: Services, database_url: str, tmp_path: Path
+    services: Services, database_url: str, tmp_path: Path
 ) -> None:
     """No active template of the arc at any tier: FAILED_PRECONDITION naming arc and tier; no row, no blob."""
     await fetch(database_url, "UPDATE prompt_templates SET active = false WHERE arc_key = 'crisis_to_referral'")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await offline.generation_stub.GenerateConversation(
-            request(emotional_arc_id=CRISIS, tier=common_pb2.TIER_TEMPLATE)
+        await services.generation_stub.GenerateConversation(
+            seed_request_with(emotional_arc_id=CRISIS, tier=common_pb2.TIER_TEMPLATE)
         )
     answer = Answer.of_error(caught.value)
     assert answer.code == grpc.StatusCode.FAILED_PRECONDITION

@@ -62,6 +62,7 @@ async def test_reflection_lists_the_services(services: Services) -> None:
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.slow
 async def test_the_health_command_used_by_container_health_checks(services: Services) -> None:
     assert services.generation is not None
     target = f"127.0.0.1:{services.generation.port}"

@@ -9,17 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.generation.test_generate_conversation import seed_request
+from tests.support.demo_catalog import seed_request
 from tests.support.messages_api import FakeMessagesApi, Fault
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings
-
-
-@pytest.fixture
-async def services(database_url: str, tmp_path: Path, fake_api: FakeMessagesApi) -> AsyncIterator[Services]:
-    settings = test_settings(database_url, tmp_path, **claude_settings(fake_api.base_url), model_max_attempts=4)
-    async with running_services(settings, batch=False) as running:
-        yield running
 
 
 @pytest.mark.parametrize(
@@ -35,12 +28,12 @@ async def services(database_url: str, tmp_path: Path, fake_api: FakeMessagesApi)
     ids=lambda faults: "-then-".join(f.value for f in faults),
 )
 async def test_replies_and_transient_faults_end_in_a_stored_conversation(
-    services: Services, fake_api: FakeMessagesApi, tmp_path: Path, faults: list[Fault]
+    claude: Services, fake_api: FakeMessagesApi, tmp_path: Path, faults: list[Fault]
 ) -> None:
     for fault in faults:
         fake_api.inject(fault)
 
-    stored = await services.generation_stub.GenerateConversation(seed_request("sdk-path"))
+    stored = await claude.generation_stub.GenerateConversation(seed_request("sdk-path"))
 
     assert stored.turn_count == 6
     assert stored.model == "claude-sonnet-5-5"
@@ -54,20 +47,21 @@ async def test_replies_and_transient_faults_end_in_a_stored_conversation(
     assert system[0]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}, "the output contract is cached"
 
 
-async def test_retry_after_is_honoured(services: Services, fake_api: FakeMessagesApi) -> None:
+@pytest.mark.slow
+async def test_retry_after_is_honoured(claude: Services, fake_api: FakeMessagesApi) -> None:
     fake_api.update_config({"retry_after_seconds": 1})
     fake_api.inject(Fault.RATE_LIMITED)
-    await services.generation_stub.GenerateConversation(seed_request("retry-after"))
+    await claude.generation_stub.GenerateConversation(seed_request("retry-after"))
     first, second = fake_api.requests
     assert second.arrived_at - first.arrived_at >= 1.0
 
 
 async def test_a_400_fails_at_once_with_invalid_argument_and_the_provider_message(
-    services: Services, fake_api: FakeMessagesApi, database_url: str
+    claude: Services, fake_api: FakeMessagesApi, database_url: str
 ) -> None:
     fake_api.inject(Fault.BAD_REQUEST)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await services.generation_stub.GenerateConversation(seed_request("bad-request"))
+        await claude.generation_stub.GenerateConversation(seed_request("bad-request"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details() == (
         "anthropic 400 invalid_request_error: messages: text content blocks must be non-empty"
@@ -78,11 +72,11 @@ async def test_a_400_fails_at_once_with_invalid_argument_and_the_provider_messag
 
 
 async def test_persistent_overload_ends_in_resource_exhausted_naming_529(
-    services: Services, fake_api: FakeMessagesApi
+    claude: Services, fake_api: FakeMessagesApi
 ) -> None:
     fake_api.inject(Fault.OVERLOADED, times=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await services.generation_stub.GenerateConversation(seed_request("overloaded"))
+        await claude.generation_stub.GenerateConversation(seed_request("overloaded"))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert caught.value.details() == "anthropic 529 overloaded_error: Overloaded (after 4 attempts)"
     assert len(fake_api.requests) == 4
@@ -97,13 +91,13 @@ async def test_persistent_overload_ends_in_resource_exhausted_naming_529(
     ],
 )
 async def test_unusable_output_fails_clearly_keeps_the_raw_response_and_records_the_failure(
-    services: Services, fake_api: FakeMessagesApi, database_url: str, tmp_path: Path, fault: Fault, message: str
+    claude: Services, fake_api: FakeMessagesApi, database_url: str, tmp_path: Path, fault: Fault, message: str
 ) -> None:
     """Without structured output (a model or stand-in that lacks it) the reply is parsed from text, and can fail."""
     fake_api.update_config({"structured_outputs": False})
     fake_api.inject(fault)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await services.generation_stub.GenerateConversation(seed_request(f"unusable-{fault.value}"))
+        await claude.generation_stub.GenerateConversation(seed_request(f"unusable-{fault.value}"))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     details = caught.value.details() or ""
     assert message in details
@@ -148,6 +142,7 @@ async def impatient_services(database_url: str, tmp_path: Path, fake_api: FakeMe
         yield running
 
 
+@pytest.mark.slow
 async def test_an_answer_slower_than_the_model_timeout_is_cut_and_retried(
     impatient_services: Services, fake_api: FakeMessagesApi
 ) -> None:
@@ -161,6 +156,7 @@ async def test_an_answer_slower_than_the_model_timeout_is_cut_and_retried(
     assert 1.0 <= retried.arrived_at - slow.arrived_at < 3.0
 
 
+@pytest.mark.slow
 async def test_persistent_slowness_ends_in_deadline_exceeded_saying_it_timed_out(
     impatient_services: Services, fake_api: FakeMessagesApi
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from convgen.pricing import TokenUsage
 from generation_service.model.pacing import CallCharge, InputEstimates, RatePacer
-from tests.generation.test_generate_conversation import seed_request
+from tests.support.demo_catalog import seed_request
 from tests.support.messages_api import FakeMessagesApi
 from tests.support.postgres import fetch
 from tests.support.services import Services, claude_settings, running_services, test_settings

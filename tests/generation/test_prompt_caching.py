@@ -16,7 +16,7 @@ from convgen.catalog.templates import extract_placeholders, template_uuid
 from convgen.db.database import Database
 from convgen.pricing import packaged_price_table_path
 from generation_service.cache_check import CONTRACT
-from tests.generation.test_generate_conversation import seed_request
+from tests.support.demo_catalog import seed_request
 from tests.support.messages_api import FakeMessagesApi
 from tests.support.services import Services, claude_settings, running_services, test_settings
 

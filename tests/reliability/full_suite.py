@@ -24,7 +24,7 @@ from pathlib import Path
 from tests.reliability.harness import COLUMNS, Environment, ScenarioReport, markdown_table, table_rows
 from tests.reliability.scenarios import SCENARIOS, Scale, ScenarioSkipped, seed_from_environment
 from tests.support.moto_s3 import MotoS3Process
-from tests.support.postgres import PostgresForTests
+from tests.support.postgres import PostgresServer
 
 
 def text_table(reports: Sequence[ScenarioReport]) -> str:
@@ -42,7 +42,7 @@ async def run_suite(names: Sequence[str], scale: Scale, seed: int, keep: bool) -
     selected = [s for s in SCENARIOS if not names or s.name in names]
     workroot = Path(tempfile.mkdtemp(prefix="convgen-reliability-"))
     reports: list[ScenarioReport] = []
-    postgres = await PostgresForTests.start()
+    postgres = await PostgresServer.start()
     try:
         with MotoS3Process() as moto:
             for scenario in selected:

@@ -1,14 +1,13 @@
 """Shared machinery of the reliability scenarios: a cluster of real processes, job helpers, and the invariants.
 
-A Cluster is the fake Messages API (a process), one generation service and N batch services (`convgen serve`,
-separate processes), real PostgreSQL, and moto's S3 over HTTP behind two TCP proxies (one per service, so S3 can be
+A Cluster is the kit's ProcessCluster (the fake Messages API, one generation service and N batch services, each a
+separate process) on real PostgreSQL, and moto's S3 over HTTP behind two TCP proxies (one per service, so S3 can be
 taken away from either). check_invariants() is the one function every scenario ends with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 import time
@@ -17,10 +16,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import aiohttp
 import asyncpg
 import grpc
 
@@ -28,14 +25,15 @@ from batch_service.domain import JobRow
 from batch_service.store import jobs as job_store
 from convgen.blobs import BlobNotFound
 from convgen.blobs.s3 import S3BlobStore
-from convgen.catalog.models import NIL_UUID
 from convgen.db.database import is_connectivity_error
-from convgen.v1 import batch_pb2, batch_pb2_grpc, common_pb2
-from tests.batch.helpers import job_counters
+from convgen.v1 import batch_pb2
 from tests.support.chaos import poll_until
-from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_AWS_ENV, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
-from tests.support.postgres import PostgresForTests, fetch
-from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
+from tests.support.cluster import ProcessCluster
+from tests.support.demo_catalog import CatalogIds
+from tests.support.jobs import job_counters
+from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
+from tests.support.postgres import PostgresServer, fetch
+from tests.support.s3 import open_s3_store
 from tests.support.tcp_proxy import ThreadedTcpProxy
 
 if TYPE_CHECKING:
@@ -59,7 +57,7 @@ _CHANNEL_OPTIONS = [
 class Environment:
     """What a scenario runs against: the PostgreSQL server, a fresh database, moto's S3 and a work directory."""
 
-    postgres: PostgresForTests
+    postgres: PostgresServer
     database_url: str
     s3_host: str
     s3_port: int
@@ -126,8 +124,6 @@ BASE_ENV = {
     "AWS_REGION": FAKE_REGION,
 }
 GENERATION_ENV = {
-    "MODEL_CLIENT": "anthropic",
-    "ANTHROPIC_API_KEY": "test-key",
     "MODEL_TIMEOUT_SECONDS": "10",
     "MODEL_MAX_ATTEMPTS": "4",
     "MODEL_RETRY_BASE_SECONDS": "0.05",
@@ -147,97 +143,46 @@ BATCH_ENV = {
 STARTUP_SECONDS = 120.0
 
 
-class Cluster:
-    """The fake Messages API, one generation service and N batch services, each a separate OS process."""
+class Cluster(ProcessCluster):
+    """One scenario's processes, with S3 behind a proxy per service, and calls that find a live replica."""
 
     def __init__(self, env: Environment, spec: ClusterSpec, *, name: str) -> None:
-        self.env = env
+        workdir = env.workdir / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            workdir,
+            {**BASE_ENV, "DATABASE_URL": env.database_url, "CONVGEN_DATA_DIR": str(workdir / "data")},
+            api_args=spec.model.args(),
+            generation_env={**GENERATION_ENV, **spec.generation_env},
+            batch_env={**BATCH_ENV, **spec.batch_env},
+            batch_replicas=spec.batch_replicas,
+            startup_seconds=STARTUP_SECONDS,
+            channel_options=_CHANNEL_OPTIONS,
+        )
+        self.scenario_env = env
         self.spec = spec
-        self.workdir = env.workdir / name
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.api = FakeApiProcess(self.workdir, spec.model.args())
         self.generation_s3 = ThreadedTcpProxy(env.s3_host, env.s3_port)
         self.batch_s3 = ThreadedTcpProxy(env.s3_host, env.s3_port)
-        self.generation: ServiceProcess | None = None
-        self.batches: list[ServiceProcess] = []
-        self._channels: dict[int, grpc.aio.Channel] = {}
-        self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        try:
-            if self.env.start_gate is None:
-                await self.start()
-            else:
-                async with self.env.start_gate:
-                    await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        await self.stop()
+        if self.scenario_env.start_gate is None:
+            return await super().__aenter__()
+        async with self.scenario_env.start_gate:
+            return await super().__aenter__()
 
     async def start(self) -> None:
-        """Starts the fake API, the S3 proxies, the generation service and the batch replicas."""
-        self._http = aiohttp.ClientSession()
-        base_url = await self.api.start()
+        """Starts the S3 proxies, then the processes (each kind reaching S3 through its own proxy)."""
         self.generation_s3.start()
         self.batch_s3.start()
-        common = {**BASE_ENV, "DATABASE_URL": self.env.database_url, "CONVGEN_DATA_DIR": str(self.workdir / "data")}
-        generation_env = clean_environment(
-            {
-                **common,
-                **GENERATION_ENV,
-                "ANTHROPIC_BASE_URL": base_url,
-                "S3_ENDPOINT_URL": self.generation_s3.endpoint_url,
-                "INSTANCE_NAME": "generation",
-                **self.spec.generation_env,
-            }
-        )
-        self.generation = ServiceProcess("generation", generation_env, self.workdir, name="generation")
-        await self.generation.start(within=STARTUP_SECONDS)
-        for index in range(self.spec.batch_replicas):
-            batch_env = clean_environment(
-                {
-                    **common,
-                    **BATCH_ENV,
-                    "GENERATION_TARGET": self.generation.address,
-                    "S3_ENDPOINT_URL": self.batch_s3.endpoint_url,
-                    "INSTANCE_NAME": f"batch-{index}",
-                    **self.spec.batch_env,
-                }
-            )
-            replica = ServiceProcess("batch", batch_env, self.workdir, name=f"batch-{index}")
-            await replica.start(within=STARTUP_SECONDS)
-            self.batches.append(replica)
+        self.generation_env["S3_ENDPOINT_URL"] = self.generation_s3.endpoint_url
+        self.batch_env["S3_ENDPOINT_URL"] = self.batch_s3.endpoint_url
+        await super().start()
 
     async def stop(self) -> None:
         """Stops everything this cluster started (safe to call after a partial start or twice)."""
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
-        for process in [*self.batches, self.generation]:
-            if process is not None:
-                process.kill()
-        self.api.stop()
+        await super().stop()
         self.generation_s3.stop()
         self.batch_s3.stop()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-
-    # --- talking to the services ----------------------------------------------------------------------------------
-
-    def stub(self, replica: int) -> BatchServiceAsyncStub:
-        """A stub on one batch replica (the channel reconnects by itself after a restart on the same port)."""
-        channel = self._channels.get(replica)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(self.batches[replica].address, options=_CHANNEL_OPTIONS)
-            self._channels[replica] = channel
-        return batch_pb2_grpc.BatchServiceStub(channel)
 
     def alive_replica(self) -> int:
         """The index of a batch replica whose process is running."""
@@ -259,24 +204,13 @@ class Cluster:
 
     async def model_stats(self) -> dict[str, Any]:
         """The fake Messages API's counters (GET /_fake/stats)."""
-        assert self._http is not None
-        async with self._http.get(f"{self.api.base_url}/_fake/stats") as response:
-            response.raise_for_status()
-            stats: dict[str, Any] = await response.json()
-            return stats
+        assert self.api is not None
+        return await self.api.stats()
 
     async def inject(self, fault: str, *, times: int = 1) -> None:
         """Queues a scripted fault for the next matching model calls (POST /_fake/inject)."""
-        assert self._http is not None
-        async with self._http.post(
-            f"{self.api.base_url}/_fake/inject", json={"fault": fault, "times": times}
-        ) as response:
-            response.raise_for_status()
-
-    def service_logs(self) -> str:
-        """Everything the services logged, for diagnosis."""
-        processes = [p for p in [self.generation, *self.batches] if p is not None]
-        return "\n".join(p.log_text() for p in processes)
+        assert self.api is not None
+        await self.api.inject(fault, times=times)
 
 
 # --- database helpers -------------------------------------------------------------------------------------------
@@ -402,40 +336,9 @@ async def processing_items(dsn: str, job_id: str, *, owner_prefix: str = "") -> 
 # --- jobs -------------------------------------------------------------------------------------------------------
 
 
-async def parameter_sets(dsn: str, count: int) -> list[common_pb2.GenerationParameters]:
-    """count distinct persona × arc × topic sets (tier template, auto-selected template) from the demo catalog."""
-    personas = [r["id"] for r in await fetch(dsn, "SELECT id FROM personas ORDER BY persona_key")]
-    arcs = [
-        r["id"]
-        for r in await fetch(
-            dsn,
-            """
-            SELECT a.id FROM emotional_arcs a
-            WHERE EXISTS (SELECT 1 FROM prompt_templates t WHERE t.arc_key = a.arc_key AND t.tier = 'template'
-                          AND t.active)
-            ORDER BY a.arc_key
-            """,
-        )
-    ]
-    topics = [r["id"] for r in await fetch(dsn, "SELECT id FROM training_topics ORDER BY topic_key")]
-    combinations = list(itertools.islice(itertools.product(personas, arcs, topics), count))
-    if len(combinations) < count:
-        raise ValueError(f"the catalog has only {len(combinations)} parameter sets, {count} asked for")
-    return [
-        common_pb2.GenerationParameters(
-            persona_id=str(persona),
-            emotional_arc_id=str(arc),
-            training_topic_id=str(topic),
-            tier=common_pb2.TIER_TEMPLATE,
-            template_id=str(NIL_UUID),
-        )
-        for persona, arc, topic in combinations
-    ]
-
-
 async def create_job(cluster: Cluster, *, name: str, items: int, concurrency: int, max_attempts: int) -> str:
     """Creates and starts a job of `items` distinct parameter sets; returns its id."""
-    parameters = await parameter_sets(cluster.env.database_url, items)
+    parameters = (await CatalogIds.of_database(cluster.scenario_env.database_url)).parameter_sets(items)
     request = batch_pb2.CreateBatchJobRequest(
         name=name,
         request_id=f"reliability/{name}/{uuid.uuid4()}",
@@ -527,7 +430,7 @@ async def check_invariants(
     - the job's counters equal the item states, in the table, in GetBatchJob and in the last event;
     - the log blob batch-logs/{job_id}/log.txt exists with one line per batch_job_events row and the summary line.
     """
-    dsn = cluster.env.database_url
+    dsn = cluster.scenario_env.database_url
     job_uuid = uuid.UUID(job_id)
     report = ScenarioReport(
         scenario=scenario, faults=faults, items=expected_items, wall_seconds=wall_seconds, workdir=cluster.workdir
@@ -640,7 +543,8 @@ async def check_invariants(
         violations.append(f"{report.completed} completed items but {len(conversations)} conversations for the job")
 
     # The stored conversations' blobs are in S3 (nothing lost while S3 was away).
-    async with _s3(cluster.env) as s3:
+    s3 = await open_s3_store(cluster.scenario_env.s3_endpoint, create_buckets=False)
+    try:
         missing_blobs = await _missing_blobs(s3, [c for c in conversations if c not in orphans])
         add_grouped(
             violations,
@@ -649,6 +553,8 @@ async def check_invariants(
         )
         lost.update(item_id for item_id, _ in missing_blobs)
         log_text = await _log_blob(s3, job_id)
+    finally:
+        await s3.close()
     report.lost += len(lost)
 
     # Failed items explain themselves.
@@ -787,28 +693,6 @@ def _first_difference(a: Sequence[int], b: Sequence[int]) -> int:
         if x != y:
             return index + 1
     return min(len(a), len(b)) + 1
-
-
-class _s3:  # noqa: N801 - used as a context manager like a function
-    """A direct (unproxied) S3 client on moto for the checks."""
-
-    def __init__(self, env: Environment) -> None:
-        self._env = env
-        self._store: S3BlobStore | None = None
-
-    async def __aenter__(self) -> S3BlobStore:
-        self._store = await S3BlobStore.open(
-            endpoint_url=self._env.s3_endpoint,
-            region=FAKE_AWS_ENV["AWS_REGION"],
-            access_key_id=FAKE_ACCESS_KEY_ID,
-            secret_access_key=FAKE_SECRET_ACCESS_KEY,
-            create_buckets=False,
-        )
-        return self._store
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._store is not None:
-            await self._store.close()
 
 
 async def _missing_blobs(s3: S3BlobStore, conversations: Sequence[asyncpg.Record]) -> list[tuple[uuid.UUID, str]]:

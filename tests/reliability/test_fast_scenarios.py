@@ -17,7 +17,9 @@ import pytest
 from tests.reliability.harness import Environment, ScenarioReport
 from tests.reliability.scenarios import SCENARIOS, Scale, Scenario, ScenarioSkipped, seed_from_environment
 from tests.support.moto_s3 import MotoS3Process
-from tests.support.postgres import PostgresForTests
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.slow  # six fault scenarios on real processes, about 35 s
 
 LONGEST = ("generation_killed", "postgres_restarted", "generation_killed_defaults")
 
@@ -33,7 +35,7 @@ def moto_process() -> Iterator[MotoS3Process]:
 
 @pytest.fixture(scope="module")
 async def outcomes(
-    postgres: PostgresForTests, moto_process: MotoS3Process, tmp_path_factory: pytest.TempPathFactory
+    postgres: PostgresServer, moto_process: MotoS3Process, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[int, dict[str, Outcome]]]:
     """Runs every fast scenario concurrently; (seed, scenario name → report, skip or error)."""
     seed = seed_from_environment()
@@ -42,8 +44,8 @@ async def outcomes(
     start_gate = asyncio.Semaphore(2)
     ordered = sorted(SCENARIOS, key=lambda s: s.name not in LONGEST)
     # The scenario that restarts PostgreSQL gets a server of its own, started meanwhile.
-    own_postgres = asyncio.create_task(PostgresForTests.start()) if postgres.embedded is not None else None
-    databases: dict[str, tuple[PostgresForTests, str]] = {}
+    own_postgres = asyncio.create_task(PostgresServer.start()) if postgres.embedded is not None else None
+    databases: dict[str, tuple[PostgresServer, str]] = {}
 
     async def environment(scenario: Scenario) -> Environment:
         server = postgres

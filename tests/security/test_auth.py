@@ -13,11 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from convgen.errors import Unauthenticated
 from convgen.rpc.auth import AuthInterceptor, is_local_peer
 from convgen.v1 import batch_pb2, catalog_pb2
-from tests.batch.helpers import seed_job_request, wait_terminal
+from tests.security.helpers import BATCH_TO_GENERATION, CLIENT_TOKEN, bearer
+from tests.support.demo_catalog import seed_job_request
+from tests.support.jobs import wait_terminal
 from tests.support.services import Services, running_services, test_settings
-
-CLIENT_TOKEN = "client-token-7f3a"
-BATCH_TO_GENERATION = "batch-to-generation-91c2"
 
 
 @pytest.fixture
@@ -28,10 +27,6 @@ async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]
         batch_overrides={"auth_tokens": CLIENT_TOKEN, "generation_auth_token": BATCH_TO_GENERATION},
     ) as running:
         yield running
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.mark.parametrize(

@@ -26,14 +26,14 @@ from convgen.logging_setup import REDACTED, configure_logging, log_context
 from convgen.settings import Settings
 from convgen.v1 import batch_pb2, batch_pb2_grpc, catalog_pb2, catalog_pb2_grpc, generation_pb2
 from tests.bad_input.strategies import Answer
-from tests.bad_input.test_every_rpc import _valid_entry, assert_healthy_services
-from tests.batch.helpers import seed_combination, seed_job_request
-from tests.security.test_auth import BATCH_TO_GENERATION, CLIENT_TOKEN, bearer
+from tests.security.helpers import BATCH_TO_GENERATION, CLIENT_TOKEN, bearer
 from tests.support import tcp_proxy
+from tests.support.checkout import ROOT
+from tests.support.demo_catalog import seed_combination, seed_item_parameters, seed_job_request
 from tests.support.reflection_client import ReflectionClient
-from tests.support.services import running_services, test_settings
+from tests.support.services import assert_serving, running_services, test_settings
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "limits.md"
+DOCS = ROOT / "docs" / "limits.md"
 AUTH_OFF_WARNING = "{}: auth is OFF (AUTH_TOKENS unset): accepting local callers only"
 GENERATION_SERVICES = [
     "convgen.v1.CatalogService",
@@ -233,7 +233,9 @@ async def test_a_request_over_the_message_limit_is_resource_exhausted_and_one_at
             (services.catalog_stub.ListPersonas, list_personas_padded),
             (
                 services.generation_stub.GenerateConversation,
-                lambda n: generation_pb2.GenerateConversationRequest(parameters=_valid_entry(), request_id="r" * n),
+                lambda n: generation_pb2.GenerateConversationRequest(
+                    parameters=seed_item_parameters(), request_id="r" * n
+                ),
             ),
             (services.batch_stub.CreateBatchJob, lambda n: seed_job_request(request_id="r" * n)),
         ]
@@ -262,7 +264,7 @@ async def test_a_request_over_the_message_limit_is_resource_exhausted_and_one_at
 
         jobs = await services.batch_stub.ListBatchJobs(batch_pb2.ListBatchJobsRequest())
         assert list(jobs.batch_jobs) == []
-        await assert_healthy_services(services)
+        await assert_serving(services)
 
 
 def test_docs_state_the_settings_defaults_for_sizes_and_page_caps() -> None:

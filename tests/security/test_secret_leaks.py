@@ -7,15 +7,17 @@ import uuid
 from pathlib import Path
 
 import grpc
-import httpx2
 import pytest
 
-from convgen.blobs.s3 import S3BlobStore
 from convgen.v1 import batch_pb2, batch_pb2_grpc
-from tests.batch.helpers import seed_job_request, wait_terminal
+from tests.support.cluster import ProcessCluster
+from tests.support.demo_catalog import seed_job_request
+from tests.support.jobs import wait_terminal
 from tests.support.moto_s3 import FAKE_REGION, MotoS3Server
 from tests.support.postgres import fetch
-from tests.support.processes import FakeApiProcess, ServiceProcess, clean_environment
+from tests.support.s3 import open_s3_store
+
+pytestmark = pytest.mark.slow  # both services as processes at DEBUG, a job with failures, about 5 s
 
 API_KEY = "sk-ant-api03-SECRET-do-not-log-4f1e"
 CLIENT_TOKEN = "client-SECRET-token-88aa"
@@ -27,8 +29,6 @@ SECRETS = [API_KEY, CLIENT_TOKEN, SERVICE_TOKEN, AWS_KEY_ID, AWS_SECRET]
 
 @pytest.mark.timeout(180)
 async def test_no_secret_is_logged_returned_or_stored(database_url: str, tmp_path: Path, moto_s3: MotoS3Server) -> None:
-    api = FakeApiProcess(tmp_path)
-    base_url = await api.start()
     common = {
         "DATABASE_URL": database_url,
         "LISTEN_HOST": "127.0.0.1",
@@ -43,41 +43,25 @@ async def test_no_secret_is_logged_returned_or_stored(database_url: str, tmp_pat
         "MODEL_RETRY_BASE_SECONDS": "0.05",
         "BATCH_RETRY_BASE_SECONDS": "0.05",
     }
-    generation = ServiceProcess(
-        "generation",
-        clean_environment(
-            {
-                **common,
-                "ANTHROPIC_API_KEY": API_KEY,
-                "ANTHROPIC_BASE_URL": base_url,
-                "AUTH_TOKENS": f"{CLIENT_TOKEN},{SERVICE_TOKEN}",
-            }
-        ),
+    cluster = ProcessCluster(
         tmp_path,
+        common,
+        api_args=[],
+        generation_env={"ANTHROPIC_API_KEY": API_KEY, "AUTH_TOKENS": f"{CLIENT_TOKEN},{SERVICE_TOKEN}"},
+        batch_env={"AUTH_TOKENS": CLIENT_TOKEN, "GENERATION_AUTH_TOKEN": SERVICE_TOKEN},
     )
-    batch = ServiceProcess("batch", {}, tmp_path)
     try:
-        await generation.start()
-        batch.env = clean_environment(
-            {
-                **common,
-                "AUTH_TOKENS": CLIENT_TOKEN,
-                "GENERATION_AUTH_TOKEN": SERVICE_TOKEN,
-                "GENERATION_TARGET": generation.address,
-            }
-        )
-        await batch.start()
+        await cluster.start()
+        assert cluster.api is not None
         # Failures exercise the error paths: provider 4xx (with its body), 529s, unusable output.
-        control = f"{base_url}/_fake/inject"
-        async with httpx2.AsyncClient() as http:
-            for fault, match in (
-                ("unauthorized", "Essential Estate Planning"),
-                ("overloaded", "Roth IRA"),
-                ("truncated", "Mortgage Payoff"),
-            ):
-                await http.post(control, json={"fault": fault, "times": 10, "match": match})
+        for fault, match in (
+            ("unauthorized", "Essential Estate Planning"),
+            ("overloaded", "Roth IRA"),
+            ("truncated", "Mortgage Payoff"),
+        ):
+            await cluster.api.inject(fault, times=10, match=match)
         metadata = (("authorization", f"Bearer {CLIENT_TOKEN}"),)
-        async with grpc.aio.insecure_channel(batch.address) as channel:
+        async with grpc.aio.insecure_channel(cluster.batches[0].address) as channel:
             stub = batch_pb2_grpc.BatchServiceStub(channel)
             job = await stub.CreateBatchJob(seed_job_request(max_attempts=2), metadata=metadata)
             done = await wait_terminal(_Authed(stub, metadata), job.id)  # type: ignore[arg-type]
@@ -94,13 +78,13 @@ async def test_no_secret_is_logged_returned_or_stored(database_url: str, tmp_pat
                 )
             errors = [refused.value.details() or ""]
     finally:
-        await batch.terminate()
-        await generation.terminate()
-        api.stop()
+        for process in reversed(cluster.processes):  # SIGTERM: each process ends its log as it exits
+            await process.terminate()
+        await cluster.stop()
 
     texts = {
-        "generation log": generation.log_text(),
-        "batch log": batch.log_text(),
+        "generation log": cluster.processes[0].log_text(),
+        "batch log": cluster.batches[0].log_text(),
         "job log": log.text,
         "rpc errors": "\n".join(errors),
     }
@@ -108,12 +92,8 @@ async def test_no_secret_is_logged_returned_or_stored(database_url: str, tmp_pat
     rows += await fetch(database_url, "SELECT error_message FROM generation_failures")
     texts["stored error messages"] = "\n".join(r["error_message"] for r in rows)
     assert texts["stored error messages"], "the run produced failures to inspect"
-    store = await S3BlobStore.open(
-        endpoint_url=moto_s3.endpoint_url,
-        region=FAKE_REGION,
-        access_key_id=AWS_KEY_ID,
-        secret_access_key=AWS_SECRET,
-        create_buckets=False,
+    store = await open_s3_store(
+        moto_s3.endpoint_url, access_key_id=AWS_KEY_ID, secret_access_key=AWS_SECRET, create_buckets=False
     )
     try:
         keys = [r["raw_key"] for r in await fetch(database_url, "SELECT raw_key FROM conversations")]

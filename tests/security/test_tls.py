@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from convgen.v1 import batch_pb2, batch_pb2_grpc, catalog_pb2, catalog_pb2_grpc
-from tests.batch.helpers import seed_job_request
 from tests.support.certificates import make_pki
+from tests.support.demo_catalog import seed_job_request
 from tests.support.services import running_services, test_settings
 
 

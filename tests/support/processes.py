@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from asyncio.subprocess import PIPE, Process
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from convgen.settings import environment_variable_names
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.checkout import ROOT
 
 
 def clean_environment(overrides: Mapping[str, str]) -> dict[str, str]:
@@ -24,6 +27,13 @@ def clean_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     env.update(overrides)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+async def start_python_module(module: str, *args: str, env: Mapping[str, str] | None = None) -> Process:
+    """`python -m module args` in the checkout with this interpreter, its stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE
+    )
 
 
 @dataclass
@@ -155,3 +165,29 @@ class FakeApiProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+    async def stats(self) -> dict[str, Any]:
+        """Its counters (GET /_fake/stats): requests, statuses, faults, rate-limited answers."""
+        return await asyncio.to_thread(self._control, "GET", "stats", None)
+
+    async def configure(self, **changes: Any) -> dict[str, Any]:
+        """Changes its behaviour at run time (POST /_fake/config: latency_seconds, fault_mix, ...)."""
+        return await asyncio.to_thread(self._control, "POST", "config", changes)
+
+    async def inject(self, fault: str, *, times: int = 1, match: str | None = None) -> None:
+        """Queues a scripted fault for the next matching model calls (POST /_fake/inject)."""
+        body: dict[str, Any] = {"fault": fault, "times": times}
+        if match is not None:
+            body["match"] = match
+        await asyncio.to_thread(self._control, "POST", "inject", body)
+
+    def _control(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.base_url}/_fake/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+            method=method,
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, Any] = json.loads(response.read() or b"{}")
+        return answer

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from batch_service.app import BatchApp
 from convgen.settings import Settings
@@ -54,6 +55,13 @@ class Services:
     batch: BatchApp | None
     generation_channel: grpc.aio.Channel | None
     batch_channel: grpc.aio.Channel | None
+
+    @property
+    def targets(self) -> tuple[str, str]:
+        """(generation target, batch target) of the running services."""
+        assert self.generation is not None
+        assert self.batch is not None
+        return f"127.0.0.1:{self.generation.port}", f"127.0.0.1:{self.batch.port}"
 
     @property
     def generation_stub(self) -> generation_pb2_grpc.GenerationServiceStub:
@@ -104,6 +112,14 @@ async def running_services(
                 await batch_app.stop(0.5)
             await generation_channel.close()
             await generation.stop(0.5)
+
+
+async def assert_serving(services: Services) -> None:
+    """Every running service answers SERVING to grpc.health.v1."""
+    for channel in (services.generation_channel, services.batch_channel):
+        if channel is not None:
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # Stopping takes a second or two; far longer means something hangs, and the failure should say where.

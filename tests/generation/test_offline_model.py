@@ -13,7 +13,7 @@ from generation_service.model.errors import ModelOutputInvalid
 from generation_service.model.offline import OfflineModelClient
 from generation_service.model.port import ModelClient, ModelRequest, ModelResponse, PromptParts
 from generation_service.parsing import parse_conversation
-from tests import catalog_fixtures
+from tests.support import demo_catalog
 
 
 def _request(subject: ConversationSubject, request_id: str = "req-1", max_tokens: int = 8192) -> ModelRequest:
@@ -35,7 +35,7 @@ def _spoken(response: ModelResponse) -> str:
 
 async def test_every_catalog_combination_validates_without_warnings() -> None:
     client = OfflineModelClient()
-    subjects = catalog_fixtures.all_subjects()
+    subjects = demo_catalog.all_subjects()
     assert len(subjects) == 3 * 8 * 20
     for subject in subjects:
         response = await client.complete(_request(subject, f"{subject.persona.persona_key}-{subject.topic.topic_key}"))
@@ -49,7 +49,7 @@ async def test_every_catalog_combination_validates_without_warnings() -> None:
 
 
 async def test_scenario_tier_and_unknown_entries_also_validate_without_warnings() -> None:
-    base = catalog_fixtures.subject(1, "fear_to_confidence", 3)
+    base = demo_catalog.subject(1, "fear_to_confidence", 3)
     variants = [
         dataclasses.replace(base, tier=Tier.SCENARIO),
         dataclasses.replace(base, tier=Tier.EDGE_CASE),
@@ -63,23 +63,23 @@ async def test_scenario_tier_and_unknown_entries_also_validate_without_warnings(
 
 
 async def test_same_request_gives_the_same_response() -> None:
-    subject = catalog_fixtures.subject(0, "shame_to_acceptance", 17)
+    subject = demo_catalog.subject(0, "shame_to_acceptance", 17)
     first = await _complete(subject, "abc")
     second = await OfflineModelClient().complete(_request(subject, "abc"))
     assert first == second
 
 
 async def test_request_ids_vary_the_conversation() -> None:
-    subject = catalog_fixtures.subject(0, "shame_to_acceptance", 17)
+    subject = demo_catalog.subject(0, "shame_to_acceptance", 17)
     texts = {(await _complete(subject, f"id-{n}")).text for n in range(12)}
     assert len(texts) > 1
 
 
 async def test_topics_give_visibly_different_conversations() -> None:
     spoken = {}
-    for topic in catalog_fixtures.topics():
+    for topic in demo_catalog.topics():
         subject = ConversationSubject(
-            catalog_fixtures.personas()[2], catalog_fixtures.arc("confusion_to_clarity"), topic, Tier.TEMPLATE
+            demo_catalog.personas()[2], demo_catalog.arc("confusion_to_clarity"), topic, Tier.TEMPLATE
         )
         text = _spoken(await _complete(subject))
         assert topic.name in text
@@ -93,20 +93,20 @@ async def test_topics_give_visibly_different_conversations() -> None:
 
 
 async def test_persona_shapes_the_client_turns() -> None:
-    for index, persona in enumerate(catalog_fixtures.personas()):
-        response = await _complete(catalog_fixtures.subject(index, "confusion_to_clarity", 0))
+    for index, persona in enumerate(demo_catalog.personas()):
+        response = await _complete(demo_catalog.subject(index, "confusion_to_clarity", 0))
         document = json.loads(response.text)
         first_turn = document["turns"][0]["content"]
         assert persona.name.split()[0] in first_turn
         assert persona.occupation.lower() in first_turn
         assert persona.income_range in first_turn
         assert persona.name in document["conversation_metadata"]["client_persona"]
-    humorous = json.loads((await _complete(catalog_fixtures.subject(0, "confusion_to_clarity", 0))).text)
+    humorous = json.loads((await _complete(demo_catalog.subject(0, "confusion_to_clarity", 0))).text)
     assert "joke" in humorous["turns"][0]["content"]  # "deflects with humor"
 
 
 async def test_client_intensity_eases_then_the_ending_emotion_builds() -> None:
-    response = await _complete(catalog_fixtures.subject(1, "overwhelm_to_empowerment", 5))
+    response = await _complete(demo_catalog.subject(1, "overwhelm_to_empowerment", 5))
     user = [t["emotional_context"] for t in json.loads(response.text)["turns"] if t["role"] == "user"]
     assert user[0]["intensity"] >= max(u["intensity"] for u in user[1:-1])
     assert user[-1]["intensity"] > user[-2]["intensity"]
@@ -123,10 +123,10 @@ async def test_client_intensity_eases_then_the_ending_emotion_builds() -> None:
 )
 async def test_edge_case_advisor_sets_a_boundary_or_refers_out(arc_key: str, markers: tuple[str, ...]) -> None:
     for persona_index in range(3):
-        for topic in catalog_fixtures.topics():
+        for topic in demo_catalog.topics():
             for request_id in ("a", "b", "c"):
                 subject = ConversationSubject(
-                    catalog_fixtures.personas()[persona_index], catalog_fixtures.arc(arc_key), topic, Tier.EDGE_CASE
+                    demo_catalog.personas()[persona_index], demo_catalog.arc(arc_key), topic, Tier.EDGE_CASE
                 )
                 turns = json.loads((await _complete(subject, request_id)).text)["turns"]
                 advisor = " ".join(t["content"] for t in turns if t["role"] == "assistant")
@@ -135,12 +135,12 @@ async def test_edge_case_advisor_sets_a_boundary_or_refers_out(arc_key: str, mar
 
 
 async def test_edge_tier_on_a_core_arc_still_refers_out() -> None:
-    subject = dataclasses.replace(catalog_fixtures.subject(2, "confusion_to_clarity", 0), tier=Tier.EDGE_CASE)
+    subject = dataclasses.replace(demo_catalog.subject(2, "confusion_to_clarity", 0), tier=Tier.EDGE_CASE)
     assert "referring you" in _spoken(await _complete(subject))
 
 
 async def test_raw_body_is_a_messages_api_response() -> None:
-    request = _request(catalog_fixtures.subject(2, "couple_conflict_to_alignment", 8))
+    request = _request(demo_catalog.subject(2, "couple_conflict_to_alignment", 8))
     response = await OfflineModelClient().complete(request)
     body = json.loads(response.raw_body)
     assert body["id"].startswith("msg_offline_")
@@ -162,7 +162,7 @@ async def test_raw_body_is_a_messages_api_response() -> None:
 
 
 async def test_output_longer_than_max_tokens_is_cut_like_the_real_api() -> None:
-    response = await OfflineModelClient().complete(_request(catalog_fixtures.subject(), max_tokens=100))
+    response = await OfflineModelClient().complete(_request(demo_catalog.subject(), max_tokens=100))
     assert response.stop_reason == "max_tokens"
     assert len(response.text) == 400
     assert json.loads(response.raw_body)["usage"]["output_tokens"] == 100

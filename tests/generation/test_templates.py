@@ -23,7 +23,7 @@ from convgen.catalog.templates import (
     validate_template_text,
 )
 from convgen.errors import InvalidArgument
-from tests import catalog_fixtures
+from tests.support import demo_catalog
 
 GOOD_FILE = """\
 template_name: sample_template
@@ -97,7 +97,7 @@ def test_empty_text_fails() -> None:
 
 
 def test_render_fills_every_placeholder_in_both_parts() -> None:
-    subject = catalog_fixtures.subject(2, "couple_conflict_to_alignment", 8)
+    subject = demo_catalog.subject(2, "couple_conflict_to_alignment", 8)
     shared = " | ".join("{{" + name + "}}" for name in PLACEHOLDERS if name not in PER_ITEM_PLACEHOLDERS)
     topic = "{{topic_name}} | {{topic_category}} | {{tier}} | {{persona_name}}"
     rendered = render(_template(shared, topic), subject)
@@ -127,22 +127,22 @@ def test_the_shared_part_may_not_use_a_per_item_placeholder(placeholder: str) ->
     assert "{{" + placeholder + "}}" in message
     assert "--- topic ---" in message
     with pytest.raises(InvalidTemplate, match="'my_template'"):
-        render(_template("About {{" + placeholder + "}}.", "Topic.", name="my_template"), catalog_fixtures.subject())
+        render(_template("About {{" + placeholder + "}}.", "Topic.", name="my_template"), demo_catalog.subject())
 
 
 def test_a_template_stored_before_the_topic_part_existed_is_refused_with_the_fix() -> None:
     """A row whose topic still sits in template_text (topic_text empty) names the problem, not an empty topic."""
     with pytest.raises(InvalidTemplate, match=r"shared part uses \{\{topic_name\}\}"):
-        render(_template("Talk about {{topic_name}} with {{persona_name}}.", ""), catalog_fixtures.subject())
+        render(_template("Talk about {{topic_name}} with {{persona_name}}.", ""), demo_catalog.subject())
 
 
 def test_render_rejects_unknown_placeholder_instead_of_sending_it() -> None:
     with pytest.raises(InvalidTemplate, match=r"\{\{client_goal\}\}"):
-        render(_template("Help {{persona_name}} reach {{client_goal}}"), catalog_fixtures.subject())
+        render(_template("Help {{persona_name}} reach {{client_goal}}"), demo_catalog.subject())
 
 
 def test_render_rejects_braces_left_by_a_catalog_value() -> None:
-    subject = catalog_fixtures.subject()
+    subject = demo_catalog.subject()
     tricky = dataclasses.replace(subject, persona=dataclasses.replace(subject.persona, name="{{persona_name}}"))
     with pytest.raises(InvalidTemplate, match="still contains"):
         render(_template("Hello {{persona_name}}"), tricky)
@@ -153,7 +153,7 @@ def test_a_template_serves_each_of_the_eight_arcs_at_its_tier() -> None:
     by_tier: dict[Tier, set[str]] = {tier: set() for tier in Tier}
     for definition in definitions:
         by_tier[definition.tier].add(definition.arc_key)
-    arcs = catalog_fixtures.arcs()
+    arcs = demo_catalog.arcs()
     core = {a.arc_key for a in arcs if a.tier is Tier.TEMPLATE}
     edge = {a.arc_key for a in arcs if a.tier is Tier.EDGE_CASE}
     assert len(core) == 5
@@ -179,11 +179,11 @@ def test_builtin_templates_have_unique_names_and_stable_ids() -> None:
 @pytest.mark.parametrize("definition", load_builtin_templates(), ids=lambda d: d.template_name)
 def test_builtin_template_renders_for_every_persona_and_several_topics(definition: TemplateDefinition) -> None:
     validate_template(definition.template_name, definition.template_text, definition.topic_text)
-    arc = catalog_fixtures.arc(definition.arc_key)
+    arc = demo_catalog.arc(definition.arc_key)
     record = definition.to_prompt_template()
-    for persona in catalog_fixtures.personas():
+    for persona in demo_catalog.personas():
         shared_parts = set()
-        for topic in catalog_fixtures.topics()[::4]:
+        for topic in demo_catalog.topics()[::4]:
             rendered = render(record, ConversationSubject(persona, arc, topic, definition.tier))
             whole = rendered.shared + rendered.topic
             assert "{{" not in whole
