@@ -5,8 +5,6 @@ nothing written."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -15,7 +13,7 @@ from convgen.v1 import common_pb2, generation_pb2
 from tests.support.demo_catalog import seed_request
 from tests.support.messages_api import FakeMessagesApi
 from tests.support.postgres import fetch
-from tests.support.services import Services, claude_settings, running_services, test_settings
+from tests.support.services import Services
 
 DAVID_CHEN = "aa514346-cd61-42ac-adad-498934975402"
 ARCS = ("33d2ac3e-3f92-44a5-a53d-788fdece2545", "53583301-5758-4781-99df-57b9c5fc1949")
@@ -30,13 +28,6 @@ ROW_COUNTS = (
 )
 
 
-@pytest.fixture
-async def services(database_url: str, tmp_path: Path, fake_api: FakeMessagesApi) -> AsyncIterator[Services]:
-    settings = test_settings(database_url, tmp_path, **claude_settings(fake_api.base_url))
-    async with running_services(settings, batch=False) as running:
-        yield running
-
-
 def parameters() -> list[common_pb2.GenerationParameters]:
     """Two arcs × three topics of one persona, arc-major (as a combination orders them)."""
     return [
@@ -49,10 +40,10 @@ def parameters() -> list[common_pb2.GenerationParameters]:
 
 
 async def test_an_estimate_writes_nothing_and_assumes_the_stated_default_before_any_conversation(
-    services: Services, fake_api: FakeMessagesApi, database_url: str
+    claude: Services, fake_api: FakeMessagesApi, database_url: str
 ) -> None:
     before = await fetch(database_url, ROW_COUNTS)
-    response = await services.generation_stub.EstimateConversations(
+    response = await claude.generation_stub.EstimateConversations(
         generation_pb2.EstimateConversationsRequest(parameters=parameters(), concurrency=1)
     )
     estimate = response.estimate
@@ -74,7 +65,7 @@ async def test_an_estimate_writes_nothing_and_assumes_the_stated_default_before_
 
 
 async def test_the_estimate_of_conversations_is_close_to_what_they_then_cost(
-    services: Services, fake_api: FakeMessagesApi, database_url: str
+    claude: Services, fake_api: FakeMessagesApi, database_url: str
 ) -> None:
     # Earlier conversations of the same templates give the output size. The estimate assumes a cold cache, so
     # their cache entries are let expire (5 minutes scaled to 1.5 s) before the estimated conversations run.
@@ -83,16 +74,16 @@ async def test_the_estimate_of_conversations_is_close_to_what_they_then_cost(
         request = seed_request(f"earlier-{n}")
         request.parameters.training_topic_id = topic
         request.parameters.emotional_arc_id = ARCS[n % 2]
-        await services.generation_stub.GenerateConversation(request)
+        await claude.generation_stub.GenerateConversation(request)
     await asyncio.sleep(1.6)
-    response = await services.generation_stub.EstimateConversations(
+    response = await claude.generation_stub.EstimateConversations(
         generation_pb2.EstimateConversationsRequest(parameters=parameters(), concurrency=1)
     )
     estimate = response.estimate
     assert all(b.observed_conversations == 1 for b in estimate.output_basis)
 
     for n, params in enumerate(parameters()):
-        await services.generation_stub.GenerateConversation(
+        await claude.generation_stub.GenerateConversation(
             generation_pb2.GenerateConversationRequest(parameters=params, request_id=f"then-{n}")
         )
     rows = await fetch(
@@ -106,11 +97,11 @@ async def test_the_estimate_of_conversations_is_close_to_what_they_then_cost(
     assert estimate.usage.cache_read_input_tokens == pytest.approx(int(actual["reads"]), rel=0.05)
 
 
-async def test_concurrency_makes_calls_write_what_they_cannot_yet_read(services: Services) -> None:
-    one = await services.generation_stub.EstimateConversations(
+async def test_concurrency_makes_calls_write_what_they_cannot_yet_read(claude: Services) -> None:
+    one = await claude.generation_stub.EstimateConversations(
         generation_pb2.EstimateConversationsRequest(parameters=parameters(), concurrency=1)
     )
-    six = await services.generation_stub.EstimateConversations(
+    six = await claude.generation_stub.EstimateConversations(
         generation_pb2.EstimateConversationsRequest(parameters=parameters(), concurrency=6)
     )
     assert six.estimate.usage.cache_read_input_tokens == 0, "all six start before any answer"
@@ -118,20 +109,20 @@ async def test_concurrency_makes_calls_write_what_they_cannot_yet_read(services:
     assert six.estimate.cost_usd > one.estimate.cost_usd
 
 
-async def test_bad_estimate_requests_are_refused_with_the_field(services: Services) -> None:
+async def test_bad_estimate_requests_are_refused_with_the_field(claude: Services) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as empty:
-        await services.generation_stub.EstimateConversations(generation_pb2.EstimateConversationsRequest())
+        await claude.generation_stub.EstimateConversations(generation_pb2.EstimateConversationsRequest())
     assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "parameters: is empty" in (empty.value.details() or "")
     unknown = parameters()[:1]
     unknown[0].persona_id = "00000000-0000-0000-0000-00000000beef"
     with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await services.generation_stub.EstimateConversations(
+        await claude.generation_stub.EstimateConversations(
             generation_pb2.EstimateConversationsRequest(parameters=unknown)
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as negative:
-        await services.generation_stub.EstimateConversations(
+        await claude.generation_stub.EstimateConversations(
             generation_pb2.EstimateConversationsRequest(parameters=parameters(), concurrency=-1)
         )
     assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -112,12 +112,12 @@ async def test_unusable_output_fails_clearly_keeps_the_raw_response_and_records_
 
 @pytest.mark.parametrize("fault", [Fault.UNPARSEABLE, Fault.SCHEMA_INVALID, Fault.OK_FENCED])
 async def test_with_structured_output_unusable_text_cannot_happen(
-    services: Services, fake_api: FakeMessagesApi, fault: Fault
+    claude: Services, fake_api: FakeMessagesApi, fault: Fault
 ) -> None:
     """The conversation's JSON schema goes as output_config.format: the reply is the schema's JSON, no failed item."""
     fake_api.inject(fault)
 
-    stored = await services.generation_stub.GenerateConversation(seed_request(f"structured-{fault.value}"))
+    stored = await claude.generation_stub.GenerateConversation(seed_request(f"structured-{fault.value}"))
 
     assert stored.turn_count == 6
     (sent,) = fake_api.requests

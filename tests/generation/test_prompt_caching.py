@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,24 +23,15 @@ CONFUSION = "53583301-5758-4781-99df-57b9c5fc1949"
 TOPICS = ("42f435d0-8450-4ec5-a319-8c9f404e7606", "7ea09d37-5310-4076-a230-3df0c4080966")
 
 
-@pytest.fixture
-async def services(database_url: str, tmp_path: Path, fake_api: FakeMessagesApi) -> AsyncIterator[Services]:
-    settings = test_settings(database_url, tmp_path, **claude_settings(fake_api.base_url))
-    async with running_services(settings, batch=False) as running:
-        yield running
-
-
-async def test_the_persona_and_arc_prefix_is_shared_by_every_topic(
-    services: Services, fake_api: FakeMessagesApi
-) -> None:
-    first = await services.generation_stub.GenerateConversation(seed_request("layout-1"))
+async def test_the_persona_and_arc_prefix_is_shared_by_every_topic(claude: Services, fake_api: FakeMessagesApi) -> None:
+    first = await claude.generation_stub.GenerateConversation(seed_request("layout-1"))
     request = seed_request("layout-2")
     request.parameters.training_topic_id = TOPICS[0]
-    same_arc = await services.generation_stub.GenerateConversation(request)
+    same_arc = await claude.generation_stub.GenerateConversation(request)
     request = seed_request("layout-3")
     request.parameters.training_topic_id = TOPICS[1]
     request.parameters.emotional_arc_id = CONFUSION
-    other_arc = await services.generation_stub.GenerateConversation(request)
+    other_arc = await claude.generation_stub.GenerateConversation(request)
 
     contract_and_shared = first.usage.cache_creation_input_tokens
     assert first.usage.cache_read_input_tokens == 0
@@ -75,9 +65,9 @@ async def test_a_prefix_below_the_models_minimum_is_named_at_start_and_when_a_te
         model_price_table_file=_price_table_with_minimum(tmp_path, 1700),
     )
     with caplog.at_level(logging.WARNING, logger="generation_service.cache_check"):
-        async with running_services(settings, batch=False) as services:
-            assert services.generation is not None
-            generator = services.generation.generator
+        async with running_services(settings, batch=False) as running:
+            assert running.generation is not None
+            generator = running.generation.generator
             await generator.checks_done()
             assert set(generator.prefix_check.short) == {CONTRACT}
             assert fake_api.token_counts, "the prefixes were counted with count_tokens"
@@ -96,7 +86,7 @@ async def test_a_prefix_below_the_models_minimum_is_named_at_start_and_when_a_te
                     ),
                 )
             # The next request notices the catalog change; the check runs without holding it up.
-            await services.generation_stub.GenerateConversation(seed_request("after-change"))
+            await running.generation_stub.GenerateConversation(seed_request("after-change"))
             await generator.checks_done()
             assert set(generator.prefix_check.short) == {CONTRACT, "template 'tiny_template'"}
 
@@ -114,10 +104,10 @@ async def test_every_prefix_is_short_for_a_model_with_a_large_minimum(
     settings = test_settings(
         database_url, tmp_path, **claude_settings(fake_api.base_url), anthropic_model="claude-haiku-4-5"
     )
-    async with running_services(settings, batch=False) as services:
-        assert services.generation is not None
-        await services.generation.generator.checks_done()
-        short = services.generation.generator.prefix_check.short
+    async with running_services(settings, batch=False) as running:
+        assert running.generation is not None
+        await running.generation.generator.checks_done()
+        short = running.generation.generator.prefix_check.short
     assert CONTRACT in short
     assert "template 'couple_conflict_to_alignment_template'" in short
     assert all(s.minimum == 4096 for s in short.values())
