@@ -60,6 +60,7 @@ async def events_until(stub: batch_pb2_grpc.BatchServiceStub, job_id: str, last:
     return watched
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_the_reference_job_hits_the_cache_and_costs_what_validate_only_estimated(
     database_url: str, tmp_path: Path, fake_api: FakeMessagesApi, db: Database
@@ -94,9 +95,13 @@ async def test_the_reference_job_hits_the_cache_and_costs_what_validate_only_est
     assert error <= 0.25, f"estimate ${estimate.cost_usd:.4f} vs actual ${done.cost_usd:.4f}"
 
 
+@pytest.mark.parametrize(
+    "topics",
+    [pytest.param(2, id="50-items"), pytest.param(40, marks=pytest.mark.slow, id="reference-job")],
+)
 @pytest.mark.timeout(300)
 async def test_a_budget_pauses_the_job_before_its_spend_passes_it_and_raising_it_completes_the_job(
-    database_url: str, tmp_path: Path, fake_api: FakeMessagesApi, db: Database
+    database_url: str, tmp_path: Path, fake_api: FakeMessagesApi, db: Database, topics: int
 ) -> None:
     ids = await extend_catalog(db)
     fake_api.update_config({"latency_seconds": 0.1, "latency_jitter": 0.3})
@@ -104,10 +109,16 @@ async def test_a_budget_pauses_the_job_before_its_spend_passes_it_and_raising_it
         stub = services.batch_stub
         warm = await stub.CreateBatchJob(warm_up_request(ids))
         await wait_state(stub, warm.id, DONE)
-        estimate = (await stub.CreateBatchJob(reference_request(ids, validate_only=True))).estimate
+        request = reference_request(ids)
+        del request.combination.training_topic_ids[topics:]
+        items = 25 * topics
+        request.validate_only = True
+        estimate = (await stub.CreateBatchJob(request)).estimate
         budget = round(estimate.cost_usd / 2, 6)
 
-        job = await stub.CreateBatchJob(reference_request(ids, max_cost_usd=budget))
+        request.validate_only = False
+        request.max_cost_usd = budget
+        job = await stub.CreateBatchJob(request)
         paused = await wait_state(stub, job.id, {batch_pb2.BATCH_JOB_STATE_PAUSED})
 
         assert paused.state_reason.reason == "BUDGET_EXHAUSTED"
@@ -117,7 +128,7 @@ async def test_a_budget_pauses_the_job_before_its_spend_passes_it_and_raising_it
         (spent,) = await fetch(database_url, JOB_COST, uuid.UUID(job.id))
         assert spent["cost"] <= Decimal(repr(budget)), "the stored costs never pass the budget"
         assert spent["cost"] >= Decimal(repr(budget)) * Decimal("0.8"), "the budget is used, not left idle"
-        assert 300 < paused.completed_items < 700
+        assert 0.3 * items < paused.completed_items < 0.7 * items
         log = await stub.GetBatchJobLog(batch_pb2.GetBatchJobLogRequest(job_id=job.id))
         assert "running → paused: the budget is exhausted [BUDGET_EXHAUSTED: spent $" in log.text
         watched = await events_until(stub, job.id, paused.last_sequence)
@@ -143,7 +154,7 @@ async def test_a_budget_pauses_the_job_before_its_spend_passes_it_and_raising_it
         done = await wait_state(stub, job.id, DONE)
         log = await stub.GetBatchJobLog(batch_pb2.GetBatchJobLogRequest(job_id=job.id))
 
-    assert (done.state, done.completed_items) == (batch_pb2.BATCH_JOB_STATE_COMPLETED, 1000)
+    assert (done.state, done.completed_items) == (batch_pb2.BATCH_JOB_STATE_COMPLETED, items)
     (spent,) = await fetch(database_url, JOB_COST, uuid.UUID(job.id))
     assert spent["cost"] <= Decimal(repr(budget * 4))
     assert "job updated: max_cost_usd $" in log.text
