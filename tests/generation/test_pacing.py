@@ -167,6 +167,7 @@ async def limited(database_url: str, tmp_path: Path, fake_api: FakeMessagesApi) 
         yield running
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_under_a_binding_output_token_limit_at_most_5_percent_of_requests_are_refused(
     limited: Services, fake_api: FakeMessagesApi, database_url: str
