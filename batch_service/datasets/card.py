@@ -25,9 +25,12 @@ def convgen_version() -> str:
 
 
 def report_json(report: dataset_pb2.DatasetReport) -> dict[str, Any]:
-    """The report as JSON: proto field names, every field (zeros included)."""
+    """The report as JSON: proto field names, every field (zeros included), 64-bit counts as numbers."""
     return json_format.MessageToDict(
-        report, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        report,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from convgen.catalog.loader import packaged_catalog_path
 from convgen.v1 import batch_pb2, common_pb2, dataset_pb2, dataset_pb2_grpc
 from tests.batch.helpers import seed_job_request, wait_terminal
 from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
@@ -57,9 +58,7 @@ async def completed_job(
     return await wait_terminal(services.batch_stub, job.id, within=within)
 
 
-def export_request(
-    job_ids: list[str], export_format: str = "chat", **fields: Any
-) -> dataset_pb2.CreateExportRequest:
+def export_request(job_ids: list[str], export_format: str = "chat", **fields: Any) -> dataset_pb2.CreateExportRequest:
     """A CreateExportRequest of the jobs, in a format named like the CLI's (chat, sharegpt, bedrock, convgen)."""
     selection = fields.pop("selection", None) or dataset_pb2.ExportSelection(job_ids=job_ids)
     return dataset_pb2.CreateExportRequest(selection=selection, format=FORMATS[export_format], **fields)
@@ -110,3 +109,15 @@ def status_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
 def tier(name: str) -> common_pb2.Tier.ValueType:
     """A Tier by its short name."""
     return common_pb2.Tier.Value(f"TIER_{name.upper()}")
+
+
+def demo_combination(*, personas: int = 3, arcs: int = 5, topics: int = 20) -> batch_pb2.Combination:
+    """A product of the demo catalog: the first personas × core (tier template) arcs × topics."""
+    catalog = json.loads(packaged_catalog_path().read_text())
+    core = [a for a in catalog["emotional_arcs"] if a["tier"] == "template"]
+    return batch_pb2.Combination(
+        persona_ids=[p["id"] for p in catalog["personas"][:personas]],
+        emotional_arc_ids=[a["id"] for a in core[:arcs]],
+        training_topic_ids=[t["id"] for t in catalog["training_topics"][:topics]],
+        tier=common_pb2.TIER_TEMPLATE,
+    )
