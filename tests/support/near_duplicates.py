@@ -9,13 +9,16 @@ Distinct conversations share what real ones share (a Zipf-distributed vocabulary
 greetings, advisor phrases) but their own sentences are their own; a planted copy changes about 1.5 words in 100
 (substitutions, deletions, insertions), which keeps its word 3-gram Jaccard similarity to the original at
 0.83 or more (mean 0.91 for 60 copies at seed 3), while distinct pairs stay under 0.1.
+stream_conversations() writes the same kind of conversations one at a time, for datasets too big to hold.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _SYLLABLES = [
@@ -26,70 +29,15 @@ _SYLLABLES = [
 _EMOTIONS = ["worry", "hope", "relief", "doubt", "calm", "curiosity", "frustration", "trust", "resolve", "unease"]
 
 
-class NearDuplicateCorpus:
-    """distinct + planted conversations; entry k of planted_pairs (original, copy) is a light edit."""
+class ConversationWriter:
+    """Writes distinct conversations from a shared vocabulary and stock sentences, and light edits of them."""
 
-    def __init__(
-        self,
-        *,
-        distinct: int,
-        planted: int,
-        seed: int = 0,
-        turns: int = 8,
-        vocabulary: int = 5000,
-        edit_rate: float = 0.015,
-    ) -> None:
-        rng = random.Random(seed)
+    def __init__(self, rng: random.Random, *, vocabulary: int = 5000, edit_rate: float = 0.015) -> None:
         self._rng = rng
         self._words = self._vocabulary(vocabulary)
-        self._weights = [1.0 / (rank + 1) for rank in range(vocabulary)]
+        self._cumulative = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(vocabulary)))
         self._stock = [self._sentence() for _ in range(120)]
         self.edit_rate = edit_rate
-        originals = [self._conversation(turns) for _ in range(distinct)]
-        # Each planted copy comes after its original: copies of the first half are spread over the second half.
-        self.documents: list[dict[str, Any]] = []
-        self.planted_pairs: list[tuple[int, int]] = []
-        sources = rng.sample(range(distinct), planted)
-        slots = sorted(rng.sample(range(distinct // 2, distinct + planted), planted))
-        copies = dict(zip(slots, sorted(sources), strict=True))
-        originals_left = iter(originals)
-        index_of_original: dict[int, int] = {}
-        next_original = 0
-        for position in range(distinct + planted):
-            source = copies.get(position)
-            if source is not None and source in index_of_original:
-                self.documents.append(self._edited(self.documents[index_of_original[source]]))
-                self.planted_pairs.append((index_of_original[source], position))
-                continue
-            if source is not None:
-                # Its original is not out yet: serve the original now and plant the copy later.
-                copies[max(copies) + 1] = source
-            index_of_original[next_original] = position
-            self.documents.append(next(originals_left))
-            next_original += 1
-        self._served: dict[str, int] = {}
-        self._by_opening = {doc["turns"][0]["content"]: i for i, doc in enumerate(self.documents)}
-        planted_ids = {i for pair in self.planted_pairs for i in pair}
-        self.distinct_ids = [i for i in range(len(self.documents)) if i not in planted_ids]
-
-    def __len__(self) -> int:
-        return len(self.documents)
-
-    # --- serving ---------------------------------------------------------------------------------------------------
-
-    def reply(self, body: Mapping[str, Any]) -> str:
-        """The conversation for a request: the next unserved one for a new prompt, the same one for a repeat."""
-        prompt = json.dumps(body.get("messages"), sort_keys=True)
-        index = self._served.setdefault(prompt, len(self._served))
-        if index >= len(self.documents):
-            raise IndexError(f"the corpus has {len(self.documents)} conversations; request {index + 1} asks for more")
-        return json.dumps(self.documents[index], ensure_ascii=False)
-
-    def index_of(self, document: Mapping[str, Any]) -> int:
-        """The corpus entry a stored conversation is (by its first turn, unique per entry)."""
-        return self._by_opening[document["turns"][0]["content"]]
-
-    # --- writing -----------------------------------------------------------------------------------------------------
 
     def _vocabulary(self, size: int) -> list[str]:
         words: list[str] = []
@@ -102,7 +50,7 @@ class NearDuplicateCorpus:
         return words
 
     def _sentence(self) -> str:
-        chosen = self._rng.choices(self._words, weights=self._weights, k=self._rng.randint(8, 16))
+        chosen = self._rng.choices(self._words, cum_weights=self._cumulative, k=self._rng.randint(8, 16))
         return " ".join(chosen).capitalize() + "."
 
     def _turn_text(self) -> str:
@@ -116,7 +64,8 @@ class NearDuplicateCorpus:
         primary, secondary = self._rng.sample(_EMOTIONS, 2)
         return {"primary_emotion": primary, "secondary_emotion": secondary, "intensity": self._rng.randint(2, 8) / 10}
 
-    def _conversation(self, turns: int) -> dict[str, Any]:
+    def conversation(self, turns: int = 8) -> dict[str, Any]:
+        """A new conversation that passes every validation rule."""
         return {
             "conversation_metadata": {
                 "client_persona": self._sentence(),
@@ -135,13 +84,12 @@ class NearDuplicateCorpus:
             ],
         }
 
-    def _edited(self, original: dict[str, Any]) -> dict[str, Any]:
+    def edited(self, original: dict[str, Any]) -> dict[str, Any]:
         """A copy with about edit_rate of its words substituted, deleted or inserted (the opening always edited)."""
         copy = json.loads(json.dumps(original))
         for number, turn in enumerate(copy["turns"]):
-            words = turn["content"].split(" ")
             edited: list[str] = []
-            for word in words:
+            for word in turn["content"].split(" "):
                 draw = self._rng.random()
                 if draw < self.edit_rate * 0.6:
                     edited.append(self._rng.choice(self._words))
@@ -156,3 +104,78 @@ class NearDuplicateCorpus:
                 edited.insert(self._rng.randrange(len(edited) + 1), self._rng.choice(self._words))
             turn["content"] = " ".join(edited)
         return copy
+
+
+class NearDuplicateCorpus:
+    """distinct + planted conversations; entry k of planted_pairs (original, copy) is a light edit."""
+
+    def __init__(
+        self,
+        *,
+        distinct: int,
+        planted: int,
+        seed: int = 0,
+        turns: int = 8,
+        vocabulary: int = 5000,
+        edit_rate: float = 0.015,
+    ) -> None:
+        rng = random.Random(seed)
+        writer = ConversationWriter(rng, vocabulary=vocabulary, edit_rate=edit_rate)
+        originals = iter([writer.conversation(turns) for _ in range(distinct)])
+        # Each planted copy comes after its original: copies are spread over the second half of the corpus.
+        sources = sorted(rng.sample(range(distinct), planted))
+        slots = sorted(rng.sample(range(distinct // 2, distinct + planted), planted))
+        copies = dict(zip(slots, sources, strict=True))
+        self.documents: list[dict[str, Any]] = []
+        self.planted_pairs: list[tuple[int, int]] = []
+        position_of_original: dict[int, int] = {}
+        waiting: list[int] = []
+        while len(self.documents) < distinct + planted:
+            position = len(self.documents)
+            source = copies.get(position)
+            if source is not None:
+                waiting.append(source)
+            ready = next((s for s in waiting if s in position_of_original), None)
+            if ready is not None and (source is not None or len(position_of_original) == distinct):
+                waiting.remove(ready)
+                self.documents.append(writer.edited(self.documents[position_of_original[ready]]))
+                self.planted_pairs.append((position_of_original[ready], position))
+                continue
+            position_of_original[len(position_of_original)] = position
+            self.documents.append(next(originals))
+        self._served: dict[str, int] = {}
+        self._by_opening = {doc["turns"][0]["content"]: i for i, doc in enumerate(self.documents)}
+        planted_ids = {i for pair in self.planted_pairs for i in pair}
+        self.distinct_ids = [i for i in range(len(self.documents)) if i not in planted_ids]
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def reply(self, body: Mapping[str, Any]) -> str:
+        """The conversation for a request: the next unserved one for a new prompt, the same one for a repeat."""
+        prompt = json.dumps(body.get("messages"), sort_keys=True)
+        index = self._served.setdefault(prompt, len(self._served))
+        if index >= len(self.documents):
+            raise IndexError(f"the corpus has {len(self.documents)} conversations; request {index + 1} asks for more")
+        return json.dumps(self.documents[index], ensure_ascii=False)
+
+    def index_of(self, document: Mapping[str, Any]) -> int:
+        """The corpus entry a stored conversation is (by its first turn, unique per entry)."""
+        return self._by_opening[document["turns"][0]["content"]]
+
+
+def stream_conversations(
+    count: int, *, near_duplicate_share: float = 0.1, seed: int = 0, turns: int = 8
+) -> Iterator[dict[str, Any]]:
+    """count conversations, one at a time: about near_duplicate_share of them are light edits of one of the previous
+    1,000 distinct ones."""
+    rng = random.Random(seed)
+    writer = ConversationWriter(rng)
+    recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
+    for _ in range(count):
+        if recent and rng.random() < near_duplicate_share:
+            yield writer.edited(rng.choice(recent))
+            continue
+        document = writer.conversation(turns)
+        recent.append(document)
+        yield document
