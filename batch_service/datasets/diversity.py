@@ -1,8 +1,8 @@
 """Lexical diversity of the exported rows in bounded memory: distinct-1, distinct-2, vocabulary, repeated openings.
 
-Words get ids in the order they are first seen (a dict: the vocabulary is tens of thousands of words even for
-100,000 conversations). Distinct bigrams can number tens of millions, so they are counted with a HyperLogLog sketch
-(2^14 registers, standard error ~0.8%) updated with numpy in batches, never as a set.
+Words come as ids of the export's vocabulary (see text_features), so the vocabulary and the distinct words are
+boolean arrays indexed by id. Distinct bigrams can number tens of millions, so they are counted with a HyperLogLog
+sketch (2^14 registers, standard error ~0.8%) updated with numpy in batches, never as a set.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+from batch_service.datasets.text_features import mix
 
 _PRECISION = 14
 _REGISTERS = 1 << _PRECISION
@@ -31,7 +33,7 @@ class HyperLogLog:
         """Adds a batch of uint64 keys."""
         if keys.size == 0:
             return
-        hashed = _mix(keys.astype(np.uint64))
+        hashed = mix(keys.astype(np.uint64))
         index = (hashed >> np.uint64(64 - _PRECISION)).astype(np.int64)
         rest = (hashed << np.uint64(_PRECISION)) | np.uint64(1 << (_PRECISION - 1))
         # Rank = leading zeros of the remaining bits + 1; log2 of the float is exact enough away from 2^k edges.
@@ -49,63 +51,59 @@ class HyperLogLog:
         return raw
 
 
-def _mix(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """splitmix64's finaliser: spreads sequential keys over all 64 bits."""
-    with np.errstate(over="ignore"):
-        z = keys + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
 class DiversityCounter:
-    """Accumulates the diversity figures of conversations given as word lists."""
+    """Accumulates the diversity figures of conversations given as word ids of the export's vocabulary."""
 
-    def __init__(self) -> None:
-        self._vocabulary: dict[str, int] = {}
-        self._assistant_words: set[int] = set()
+    def __init__(self, vocabulary_size: int) -> None:
+        self._seen = np.zeros(vocabulary_size, dtype=np.bool_)
+        self._assistant_seen = np.zeros(vocabulary_size, dtype=np.bool_)
         self._assistant_total = 0
         self._bigram_total = 0
-        self._pending = array.array("I")
+        self._pending_words = array.array("I")
+        self._pending_assistant = array.array("I")
         self._bigrams = HyperLogLog()
         self._openings: Counter[int] = Counter()
         self.conversations = 0
 
-    def add(self, roles: Sequence[str], turn_words: Sequence[list[str]], first_user_turn_hash: int | None) -> None:
+    def add(self, roles: Sequence[str], turn_ids: Sequence[array.array[int]], first_user_turn_hash: int | None) -> None:
         """Counts one conversation: every turn's words into the vocabulary, assistant turns into distinct-n."""
         self.conversations += 1
-        vocabulary = self._vocabulary
-        for role, ws in zip(roles, turn_words, strict=True):
-            ids = [vocabulary.setdefault(w, len(vocabulary)) for w in ws]
+        for role, ids in zip(roles, turn_ids, strict=True):
+            self._pending_words.extend(ids)
             if role != "assistant" or not ids:
                 continue
-            self._assistant_words.update(ids)
             self._assistant_total += len(ids)
             self._bigram_total += len(ids) - 1
-            self._pending.extend(ids)
-            self._pending.append(_BREAK)
+            self._pending_assistant.extend(ids)
+            self._pending_assistant.append(_BREAK)
         if first_user_turn_hash is not None:
             self._openings[first_user_turn_hash] += 1
-        if len(self._pending) >= _FLUSH_IDS:
+        if len(self._pending_words) >= _FLUSH_IDS:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        ids = np.frombuffer(self._pending, dtype=np.uint32).astype(np.uint64)
-        first, second = ids[:-1], ids[1:]
-        keys = (first << np.uint64(32)) | second
-        self._bigrams.add(keys[(first != _BREAK) & (second != _BREAK)])
-        self._pending = array.array("I")
+        if self._pending_words:
+            self._seen[np.frombuffer(self._pending_words, dtype=np.uint32)] = True
+            self._pending_words = array.array("I")
+        if self._pending_assistant:
+            ids = np.frombuffer(self._pending_assistant, dtype=np.uint32).astype(np.uint64)
+            first, second = ids[:-1], ids[1:]
+            words = ids[ids != _BREAK]
+            self._assistant_seen[words.astype(np.int64)] = True
+            keys = (first << np.uint64(32)) | second
+            self._bigrams.add(keys[(first != _BREAK) & (second != _BREAK)])
+            self._pending_assistant = array.array("I")
 
     @property
     def vocabulary_size(self) -> int:
         """Distinct words over all turns."""
-        return len(self._vocabulary)
+        self._flush()
+        return int(np.count_nonzero(self._seen))
 
     def distinct_1(self) -> float:
         """Distinct assistant words / assistant words."""
-        return len(self._assistant_words) / self._assistant_total if self._assistant_total else 0.0
+        self._flush()
+        return int(np.count_nonzero(self._assistant_seen)) / self._assistant_total if self._assistant_total else 0.0
 
     def distinct_2(self) -> float:
         """Estimated distinct assistant bigrams / assistant bigrams (capped at 1)."""

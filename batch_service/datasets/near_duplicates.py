@@ -24,12 +24,16 @@ import numpy as np
 import numpy.typing as npt
 from rensa import RMinHash
 
+from batch_service.datasets.text_features import Vocabulary, shingle_hashes
+
 NUM_PERM = 128
 MINHASH_SEED = 1_305_013
 # Weights of the banding choice: missing a pair costs more than a candidate the verification rejects.
 FALSE_POSITIVE_WEIGHT = 0.05
 FALSE_NEGATIVE_WEIGHT = 0.95
 _INTEGRATION_STEPS = 100
+# Conversations signed per rensa call.
+_BATCH_ROWS = 1024
 
 
 def _probability(similarity: float, bands: int, rows: int) -> float:
@@ -62,14 +66,6 @@ def lsh_shape(threshold: float, num_perm: int = NUM_PERM) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def signature(shingles: Sequence[str]) -> list[int]:
-    """The MinHash signature (NUM_PERM 32-bit values) of a set of shingles."""
-    minhash = RMinHash(NUM_PERM, MINHASH_SEED)
-    minhash.update(list(shingles))
-    values: list[int] = minhash.digest()
-    return values
-
-
 @dataclass(frozen=True)
 class Clusters:
     """Near-duplicate clusters: members of each (ids in insertion order, earliest first), earliest cluster first."""
@@ -82,25 +78,50 @@ class Clusters:
 
 
 class NearDuplicateIndex:
-    """Collects signatures in insertion order, then finds the clusters of those similar above the threshold."""
+    """Collects signatures in insertion order, then finds the clusters of those similar above the threshold.
 
-    def __init__(self, threshold: float) -> None:
+    Conversations come in as word ids and are signed in batches: their shingles hashed with numpy, their
+    signatures computed by rensa from the flat buffer of shingle hashes in one call per batch.
+    """
+
+    def __init__(self, threshold: float, vocabulary: Vocabulary) -> None:
         self.threshold = threshold
+        self._vocabulary = vocabulary
         self._signatures = array.array("I")
         self._exact: list[tuple[int, int]] = []
+        self._pending = array.array("I")
+        self._offsets = [0]
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._signatures) // NUM_PERM
+        return self._count
 
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the signatures."""
         return self._signatures.itemsize * len(self._signatures)
 
-    def add(self, shingles: Sequence[str]) -> int:
-        """Adds a conversation's shingles; returns its id (0, 1, 2, ... in insertion order)."""
-        self._signatures.extend(signature(shingles))
-        return len(self) - 1
+    def add(self, ids: Sequence[array.array[int]]) -> int:
+        """Adds a conversation (the word ids of its turns, in order); returns its id (0, 1, 2, ...)."""
+        for turn in ids:
+            self._pending.extend(turn)
+        self._offsets.append(len(self._pending))
+        self._count += 1
+        if len(self._offsets) > _BATCH_ROWS:
+            self.flush()
+        return self._count - 1
+
+    def flush(self) -> None:
+        """Signs the conversations added since the last flush."""
+        if len(self._offsets) == 1:
+            return
+        flat = np.frombuffer(self._pending, dtype=np.uint32) if self._pending else np.empty(0, dtype=np.uint32)
+        tokens, offsets = shingle_hashes(flat, np.array(self._offsets, dtype=np.int64), self._vocabulary.hashes())
+        matrix = RMinHash.digest_matrix_from_flat_token_hashes(tokens, offsets.tolist(), NUM_PERM, MINHASH_SEED)
+        for row in matrix.to_rows():
+            self._signatures.extend(row)
+        self._pending = array.array("I")
+        self._offsets = [0]
 
     def link_exact(self, earlier: int, later: int) -> None:
         """Records that two conversations are exact duplicates (they always end in one cluster)."""
@@ -108,6 +129,7 @@ class NearDuplicateIndex:
 
     def clusters(self) -> Clusters:
         """The clusters of conversations whose estimated Jaccard similarity reaches the threshold."""
+        self.flush()
         count = len(self)
         bands, rows = lsh_shape(self.threshold)
         parent = np.arange(count, dtype=np.int64)

@@ -12,6 +12,7 @@ and a few small ids, never the conversations.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import hashlib
@@ -37,11 +38,11 @@ from batch_service.datasets.domain import (
     SelectedConversation,
 )
 from batch_service.datasets.files import EVAL, MANIFEST, REPORT, TRAIN, FileSink, put_document
-from batch_service.datasets.formats import BUILDERS, FormatRejected, Turn, dumps, ordered_turns
+from batch_service.datasets.formats import BUILDERS, FormatRejected, dumps, ordered_turns
 from batch_service.datasets.near_duplicates import Clusters, NearDuplicateIndex
 from batch_service.datasets.report import ReportBuilder, trimmed
 from batch_service.datasets.split import LeakageGuard, Split, assign, split_key
-from batch_service.datasets.text_features import normalised_text, shingles, stable_hash, words
+from batch_service.datasets.text_features import ROLE_CODES, Vocabulary, conversation_hash, stable_hash
 from batch_service.store import export_selection
 from convgen.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable
 from convgen.conversation_rules import validate_conversation
@@ -55,7 +56,9 @@ DROPPED_SAMPLE = 100
 # the run stops (and is retried later) instead of dropping every row.
 STORE_DOWN_AFTER = 20
 _READ_RETRIES = 3
-_RECORD_HEADER = struct.Struct(">II")
+_RECORD_HEADER = struct.Struct(">III")
+_TURN_HEADER = struct.Struct(">BI")
+_ROLES = {code: role for role, code in ROLE_CODES.items()}
 
 
 class BlobStoreDown(BlobStoreUnavailable):
@@ -123,7 +126,8 @@ class ExportPipeline:
         self._spec = spec
         self._progress = progress
         self._builder = ReportBuilder(spec)
-        self._index = NearDuplicateIndex(spec.near_duplicate_threshold)
+        self._vocabulary = Vocabulary()
+        self._index = NearDuplicateIndex(spec.near_duplicate_threshold, self._vocabulary)
         self._keys = _RowKeys()
         self._exact_first: dict[int, int] = {}
         self._template_ids: set[uuid.UUID] = set()
@@ -282,9 +286,9 @@ class ExportPipeline:
             self._drop(row, f"format:{rejected}")
             return
         turns = ordered_turns(document)
-        turn_words = [words(t.content) for t in turns]
-        index = self._index.add(shingles(turn_words))
-        exact = stable_hash(normalised_text(turns, turn_words))
+        turn_ids = [self._vocabulary.ids(t.content) for t in turns]
+        index = self._index.add(turn_ids)
+        exact = conversation_hash([t.role for t in turns], turn_ids)
         self._builder.exact_groups[exact] += 1
         earlier = self._exact_first.setdefault(exact, index)
         if earlier != index:
@@ -297,9 +301,9 @@ class ExportPipeline:
             "s": int(assign(key, spec.seed, spec.eval_fraction)),
             "g": key,
             "row": facts.to_json(),
-            "turns": [[t.role, t.content] for t in turns],
         }
-        _write_record(spool, json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode(), line)
+        header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
+        _write_record(spool, header_bytes, _encode_turns([t.role for t in turns], turn_ids), line)
 
     def _decide_near_duplicates(self) -> Clusters:
         """Clusters the signatures; with drop_near_duplicates every member but the earliest is to be dropped."""
@@ -318,6 +322,7 @@ class ExportPipeline:
     async def _second_pass(self, spool: IO[bytes]) -> list[ExportFile]:
         """Streams the kept spooled lines into train and eval and counts the exported rows."""
         guard = LeakageGuard(self._spec.group_by)
+        self._builder.begin_exported(len(self._vocabulary))
         files: list[ExportFile] = []
         if self._spec.report_only:
             await self._replay(spool, guard, None, None)
@@ -337,7 +342,7 @@ class ExportPipeline:
     ) -> None:
         """Each spooled row: dropped as a near-duplicate, or counted and written to its split."""
         keys = self._keys
-        for count, (header_bytes, line) in enumerate(_read_records(spool), start=1):
+        for count, (header_bytes, turns_bytes, line) in enumerate(_read_records(spool), start=1):
             header = json.loads(header_bytes)
             facts = RowFacts.from_json(header["row"])
             kept = self._near_dropped.get(header["i"])
@@ -347,11 +352,10 @@ class ExportPipeline:
                 continue
             split = Split(header["s"])
             guard.check(header["g"], split, facts.business_key)
-            turns = [Turn(role, content) for role, content in header["turns"]]
-            turn_words = [words(t.content) for t in turns]
-            first_user = next((w for t, w in zip(turns, turn_words, strict=True) if t.role == "user"), None)
-            opening = stable_hash(" ".join(first_user)) if first_user is not None else None
-            self._builder.exported(facts, [t.role for t in turns], turn_words, opening)
+            roles, turn_ids = _decode_turns(turns_bytes)
+            first_user = next((ids for role, ids in zip(roles, turn_ids, strict=True) if role == "user"), None)
+            opening = stable_hash(first_user.tobytes()) if first_user is not None else None
+            self._builder.exported(facts, roles, turn_ids, opening)
             sink = evaluation if split is Split.EVAL else train
             if split is Split.EVAL:
                 self._builder.eval_rows += 1
@@ -364,16 +368,41 @@ class ExportPipeline:
                 await asyncio.sleep(0)
 
 
-def _write_record(spool: IO[bytes], header: bytes, line: bytes) -> None:
-    spool.write(_RECORD_HEADER.pack(len(header), len(line)))
+def _write_record(spool: IO[bytes], header: bytes, turns: bytes, line: bytes) -> None:
+    """Appends one spooled row: its JSON header, its turns as word ids, its output line."""
+    spool.write(_RECORD_HEADER.pack(len(header), len(turns), len(line)))
     spool.write(header)
+    spool.write(turns)
     spool.write(line)
 
 
-def _read_records(spool: IO[bytes]) -> Iterator[tuple[bytes, bytes]]:
+def _read_records(spool: IO[bytes]) -> Iterator[tuple[bytes, bytes, bytes]]:
     while True:
         prefix = spool.read(_RECORD_HEADER.size)
         if not prefix:
             return
-        header_length, line_length = _RECORD_HEADER.unpack(prefix)
-        yield spool.read(header_length), spool.read(line_length)
+        header_length, turns_length, line_length = _RECORD_HEADER.unpack(prefix)
+        yield spool.read(header_length), spool.read(turns_length), spool.read(line_length)
+
+
+def _encode_turns(roles: list[str], turn_ids: list[array.array[int]]) -> bytes:
+    parts = []
+    for role, ids in zip(roles, turn_ids, strict=True):
+        parts.append(_TURN_HEADER.pack(ROLE_CODES[role], len(ids)))
+        parts.append(ids.tobytes())
+    return b"".join(parts)
+
+
+def _decode_turns(data: bytes) -> tuple[list[str], list[array.array[int]]]:
+    roles: list[str] = []
+    turn_ids: list[array.array[int]] = []
+    position = 0
+    while position < len(data):
+        code, count = _TURN_HEADER.unpack_from(data, position)
+        position += _TURN_HEADER.size
+        ids = array.array("I")
+        ids.frombytes(data[position : position + 4 * count])
+        position += 4 * count
+        roles.append(_ROLES[code])
+        turn_ids.append(ids)
+    return roles, turn_ids

@@ -6,6 +6,7 @@ its JSON in dataset_exports.report, embedded in manifest.json and rendered to re
 
 from __future__ import annotations
 
+import array
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -168,7 +169,7 @@ class ReportBuilder:
         self._models: Counter[str] = Counter()
         self._templates: Counter[uuid.UUID] = Counter()
         self._template_names: dict[uuid.UUID, str] = {}
-        self.diversity = DiversityCounter()
+        self.diversity = DiversityCounter(0)
         self.train_rows = 0
         self.eval_rows = 0
         self.train_groups = 0
@@ -182,14 +183,18 @@ class ReportBuilder:
         self.selected_usage.add(row)
         self.rule_hits.update(rules)
 
+    def begin_exported(self, vocabulary_size: int) -> None:
+        """Prepares the diversity counters for words ids below vocabulary_size."""
+        self.diversity = DiversityCounter(vocabulary_size)
+
     def exported(
         self,
         row: RowFacts,
         roles: Sequence[str],
-        turn_words: Sequence[list[str]],
+        turn_words: Sequence[array.array[int]],
         first_user_turn_hash: int | None,
     ) -> None:
-        """Counts an exported conversation: sizes, usage, model, template and diversity."""
+        """Counts an exported conversation (its turns as word ids): sizes, usage, model, template, diversity."""
         self.exported_usage.add(row)
         self._turns[len(roles)] += 1
         for role, ws in zip(roles, turn_words, strict=True):
