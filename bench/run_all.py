@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import concurrency, overhead, progress_latency, rate_limit, scale
+from bench import concurrency, dataset_export, overhead, progress_latency, rate_limit, scale
 from bench.cluster import ROOT, BenchPostgres, ClusterPool, Row, note, result_line, run_until_done
 
 BENCHMARKS: list[tuple[str, ModuleType]] = [
@@ -38,6 +38,7 @@ BENCHMARKS: list[tuple[str, ModuleType]] = [
     (rate_limit.NAME, rate_limit),
     (progress_latency.NAME, progress_latency),
     (scale.NAME, scale),
+    (dataset_export.NAME, dataset_export),
 ]
 DEFAULT_OUTPUT = ROOT / "docs" / "performance.md"
 BEFORE_AFTER_HEADING = "## Before/after"
