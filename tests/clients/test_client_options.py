@@ -24,7 +24,12 @@ from tests.support.services import Services, running_services, test_settings
 
 CLIENT_TOKEN = "client-token-4b8e"
 TIMEOUT = 10.0
-CONVGEN_SERVICES = {"convgen.v1.GenerationService", "convgen.v1.CatalogService", "convgen.v1.BatchService"}
+CONVGEN_SERVICES = {
+    "convgen.v1.GenerationService",
+    "convgen.v1.CatalogService",
+    "convgen.v1.BatchService",
+    "convgen.v1.DatasetService",
+}
 
 
 @pytest.fixture(scope="module")
