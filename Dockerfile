@@ -13,6 +13,7 @@ COPY convgen ./convgen
 COPY generation_service ./generation_service
 COPY batch_service ./batch_service
 COPY clients ./clients
+COPY server_commands ./server_commands
 RUN pip install -c constraints.txt . \
     && useradd --system --uid 10001 --home-dir /app convgen \
     && mkdir -p /data && chown convgen /data

@@ -7,7 +7,7 @@ Needs only Python 3.11+. Usage:
     python3 dev.py reliability     # the full reliability suite, prints its table
     python3 dev.py bench [--quick] # the benchmark suite, writes docs/performance.md
     python3 dev.py gen             # regenerate Python code from protos/
-    python3 dev.py lint            # ruff and mypy
+    python3 dev.py lint [CHECK]    # the static checks the tests enforce (all, or the named ones)
 """
 
 from __future__ import annotations
@@ -71,10 +71,46 @@ def ensure_venv() -> None:
     stamp_file.write_text(stamp)
 
 
+def buf_binary() -> str | None:
+    """The buf executable: the one ensure_buf installed, else one on PATH."""
+    local = TOOLS / "node_modules" / ".bin" / "buf"
+    return str(local) if local.exists() else shutil.which("buf")
+
+
+def static_checks(python: str) -> dict[str, list[str]]:
+    """Every static check by name: `dev.py lint` runs them, tests/test_static_checks.py enforces each."""
+    checks = {
+        "ruff-check": [python, "-m", "ruff", "check", "."],
+        "ruff-format": [python, "-m", "ruff", "format", "--check", "."],
+        "mypy": [python, "-m", "mypy"],
+        "dead-code": [python, "-m", "vulture"],
+        "generated-code": [python, "scripts/generate_protos.py", "--check"],
+    }
+    buf = buf_binary()
+    if buf is not None:
+        checks["buf-lint"] = [buf, "lint"]
+    return checks
+
+
+def lint(python: str, names: list[str]) -> int:
+    """Runs the named static checks (all when none are named); non-zero when any fails."""
+    ensure_buf()
+    checks = static_checks(python)
+    if buf_binary() is None:
+        print("dev.py: buf is not installed (needs npm): skipping buf-lint, as the tests do", flush=True)
+    unknown = [name for name in names if name not in checks and name != "buf-lint"]
+    if unknown:
+        print(f"unknown check(s) {', '.join(unknown)}; the checks are {', '.join(checks)}", file=sys.stderr)
+        return 2
+    failed = [name for name, command in checks.items() if (not names or name in names) and run(command) != 0]
+    if failed:
+        print(f"dev.py lint: failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def ensure_buf() -> None:
     """Installs buf (for buf lint and buf curl tests) from npm when npm is available."""
-    buf = TOOLS / "node_modules" / ".bin" / "buf"
-    if buf.exists():
+    if buf_binary() is not None:
         return
     npm = shutil.which("npm")
     if npm is None:
@@ -115,9 +151,7 @@ def main(argv: list[str]) -> int:
     if command == "gen":
         return run([py, "scripts/generate_protos.py", *rest])
     if command == "lint":
-        first = run([py, "-m", "ruff", "check", "."])
-        second = run([py, "-m", "mypy"])
-        return first or second
+        return lint(py, rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

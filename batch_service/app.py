@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from batch_service.api import BatchLimits, BatchServicer
+from batch_service.api import BatchServicer
 from batch_service.datasets.api import DatasetLimits, DatasetServicer
 from batch_service.datasets.runner import ExportRunner, RunnerConfig
 from batch_service.engine import BatchEngine, EngineConfig
@@ -17,6 +17,7 @@ from batch_service.event_feed import JobFeeds
 from batch_service.generation_client import GenerationClient, open_channel
 from batch_service.job_log import LogUploader, LogUploaderConfig
 from batch_service.notifications import Notifications
+from batch_service.request_parsing import BatchLimits
 from convgen.blobs import BlobStore
 from convgen.blobs.factory import open_blob_store
 from convgen.db.bootstrap import DatabaseHandle, open_database

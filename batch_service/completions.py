@@ -8,8 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from batch_service import transitions
-from batch_service.domain import ItemRow
-from batch_service.transitions import Completed, TransitionResult
+from batch_service.domain import Completion, ItemRow
+from batch_service.transitions import TransitionResult
 from convgen.background import stop_task
 from convgen.db.database import Database
 
@@ -23,7 +23,7 @@ GATHER_SECONDS = 0.003
 @dataclass
 class _Pending:
     item: ItemRow
-    completed: Completed
+    completion: Completion
     result: asyncio.Future[TransitionResult | None]
 
 
@@ -53,10 +53,10 @@ class CompletionRecorder:
             pending.result.cancel()
         self._pending.clear()
 
-    async def complete(self, item: ItemRow, completed: Completed) -> TransitionResult | None:
+    async def complete(self, item: ItemRow, completion: Completion) -> TransitionResult | None:
         """Records one completion (grouped with others); None when the item's lease was lost."""
         future: asyncio.Future[TransitionResult | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(item, completed, future))
+        self._pending.append(_Pending(item, completion, future))
         self._wake.set()
         return await future
 
@@ -78,7 +78,7 @@ class CompletionRecorder:
     async def _write_job(self, job_id: uuid.UUID, entries: list[_Pending]) -> None:
         try:
             result = await transitions.complete_items(
-                self._db, job_id, [e.completed for e in entries], owner=self._owner
+                self._db, job_id, [e.completion for e in entries], owner=self._owner
             )
         except Exception as error:  # noqa: BLE001 - handed to every waiter, which decides (e.g. retries)
             for entry in entries:

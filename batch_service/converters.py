@@ -9,7 +9,7 @@ from google.protobuf import duration_pb2
 from batch_service.domain import Counters, ErrorPolicy, EventKind, EventRow, ItemRow, ItemState, JobRow, JobState, Usage
 from convgen.blobs import BlobRef
 from convgen.errors import InvalidArgument
-from convgen.rpc.convert import TIER_TO_PROTO, blob_location, timestamp
+from convgen.rpc.convert import blob_location, parameters_to_proto, timestamp
 from convgen.v1 import batch_pb2, common_pb2
 
 JOB_STATE_TO_PROTO: dict[JobState, batch_pb2.BatchJobState.ValueType] = {
@@ -131,18 +131,11 @@ def batch_job(job: JobRow, log: BlobRef) -> batch_pb2.BatchJob:
 
 def batch_item(item: ItemRow) -> batch_pb2.BatchItem:
     """A BatchItem message: conversation_pk is the FK value (conversations.id), never the business key."""
-    p = item.parameters
     return batch_pb2.BatchItem(
         id=str(item.id),
         job_id=str(item.job_id),
         position=item.position,
-        parameters=common_pb2.GenerationParameters(
-            persona_id=str(p.persona_id),
-            emotional_arc_id=str(p.emotional_arc_id),
-            training_topic_id=str(p.training_topic_id),
-            tier=TIER_TO_PROTO[p.tier],
-            template_id=str(p.template_id),
-        ),
+        parameters=parameters_to_proto(item.parameters),
         state=ITEM_STATE_TO_PROTO[item.status],
         attempts=item.attempts,
         conversation_pk=str(item.conversation_pk) if item.conversation_pk else "",

@@ -1,4 +1,4 @@
-"""Batch job and item states, and the rows the store returns."""
+"""The batch domain: job and item states, counters and usage with their arithmetic, and the rows the store returns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from convgen.catalog.models import Tier
+from convgen.catalog.models import GenerationParameters
+from convgen.errors import NotFound
 
 
 class JobState(StrEnum):
@@ -62,17 +63,6 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class ItemParameters:
-    """One item's generation parameters."""
-
-    persona_id: uuid.UUID
-    emotional_arc_id: uuid.UUID
-    training_topic_id: uuid.UUID
-    tier: Tier
-    template_id: uuid.UUID
-
-
-@dataclass(frozen=True)
 class Counters:
     """A job's item counts."""
 
@@ -90,6 +80,40 @@ class Counters:
 
 
 @dataclass(frozen=True)
+class CounterDelta:
+    """Increments to a job's item counters (negative to decrement)."""
+
+    queued: int = 0
+    processing: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    def __add__(self, other: CounterDelta) -> CounterDelta:
+        return CounterDelta(
+            self.queued + other.queued,
+            self.processing + other.processing,
+            self.completed + other.completed,
+            self.failed + other.failed,
+            self.cancelled + other.cancelled,
+        )
+
+    def __neg__(self) -> CounterDelta:
+        return CounterDelta(-self.queued, -self.processing, -self.completed, -self.failed, -self.cancelled)
+
+    def applied_to(self, c: Counters) -> Counters:
+        """The counters after this delta."""
+        return Counters(
+            total=c.total,
+            queued=c.queued + self.queued,
+            processing=c.processing + self.processing,
+            completed=c.completed + self.completed,
+            failed=c.failed + self.failed,
+            cancelled=c.cancelled + self.cancelled,
+        )
+
+
+@dataclass(frozen=True)
 class Usage:
     """Token and cost totals."""
 
@@ -98,6 +122,40 @@ class Usage:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.cost_usd + other.cost_usd,
+        )
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create."""
+
+    name: str
+    request_id: str | None
+    created_by: uuid.UUID
+    state: JobState
+    error_policy: ErrorPolicy
+    concurrency: int
+    max_attempts: int
+    total_items: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """An item finished with a stored conversation: its keys and what it cost."""
+
+    item_id: uuid.UUID
+    # What batch_items.conversation_id holds; the business key is for events and logs only.
+    conversation_pk: uuid.UUID
+    conversation_business_key: uuid.UUID
+    usage: Usage
 
 
 @dataclass(frozen=True)
@@ -131,19 +189,20 @@ class JobRow:
 
 @dataclass(frozen=True)
 class ItemRow:
-    """A batch_items row, with the business key of its conversation."""
+    """A batch_items row; conversation_business_key is set only where the conversation is known (see it)."""
 
     id: uuid.UUID
     job_id: uuid.UUID
     position: int
-    parameters: ItemParameters
+    parameters: GenerationParameters
     status: ItemState
     run: int
     attempts: int
-    lease_owner: str | None
     error_code: str | None
     error_message: str | None
     conversation_pk: uuid.UUID | None
+    # Filled by the reads that join conversations (items.get, items.list_page) and by transitions.complete_items;
+    # the other statements return the item alone and leave it None.
     conversation_business_key: uuid.UUID | None
     usage: Usage
     started_at: datetime | None
@@ -181,3 +240,8 @@ class EventRow:
     def ends_stream(self) -> bool:
         """True for the job event that put the job in a terminal state."""
         return self.kind is EventKind.JOB and self.job_state.terminal
+
+
+def job_not_found(job_id: uuid.UUID) -> NotFound:
+    """The error for a batch job id that does not exist."""
+    return NotFound(f"batch job {job_id} does not exist", reason="BATCH_JOB_NOT_FOUND")

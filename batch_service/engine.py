@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from batch_service import transitions
 from batch_service.completions import CompletionRecorder
-from batch_service.domain import ItemRow, JobRow
+from batch_service.domain import Completion, ItemRow, JobRow
 from batch_service.generation_client import GenerationClient, GenerationFailed
 from batch_service.job_log import LogUploader
 from batch_service.store import items, jobs
-from batch_service.transitions import Completed, TransitionResult
+from batch_service.transitions import TransitionResult
 from convgen.background import repeat_forever, stop_task, wait_for_event
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.logging_setup import log_context
@@ -79,11 +79,6 @@ class BatchEngine:
     def owner(self) -> str:
         """The lease owner name of this process."""
         return self._config.owner
-
-    @property
-    def in_flight(self) -> int:
-        """Items this process is running now."""
-        return len(self._in_flight)
 
     def wake(self) -> None:
         """Asks the dispatcher for a claim round now (items became claimable)."""
@@ -222,13 +217,13 @@ class BatchEngine:
                 await self._fail_for_bug(item, "generation", error)
                 return None
             self._unreachable_backoff = 0.0
-            completed = Completed(
+            completion = Completion(
                 item_id=item.id,
                 conversation_pk=generated.pk,
+                conversation_business_key=generated.business_key,
                 usage=generated.usage,
-                business_key=generated.business_key,
             )
-            return await self._record(lambda: self._completions.complete(item, completed))
+            return await self._record(lambda: self._completions.complete(item, completion))
 
     async def _record_failure(self, job: JobRow, item: ItemRow, failure: GenerationFailed) -> TransitionResult | None:
         if failure.unreachable:

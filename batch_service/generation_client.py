@@ -11,11 +11,13 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from batch_service.domain import ItemParameters, Usage
-from convgen.rpc.convert import TIER_TO_PROTO
+from batch_service.domain import Usage
+from convgen.catalog.models import GenerationParameters
+from convgen.rpc.channel import channel_options
+from convgen.rpc.convert import parameters_to_proto
 from convgen.rpc.status import ERROR_DOMAIN
 from convgen.settings import Settings
-from convgen.v1 import common_pb2, generation_pb2, generation_pb2_grpc
+from convgen.v1 import generation_pb2, generation_pb2_grpc
 
 # Codes worth another attempt: the generation service or the model is busy, down or slow right now.
 TRANSIENT_CODES = frozenset(
@@ -66,33 +68,30 @@ class GenerationFailed(Exception):
         return f"{self.code}{step}: {self.message}"
 
 
-def channel_options(settings: Settings) -> list[tuple[str, Any]]:
+def generation_channel_options(settings: Settings) -> list[tuple[str, Any]]:
     """Options of the channel to the generation service (round-robin across resolved replicas)."""
-    return [
-        ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
-        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.enable_retries", 0),
-        # Reconnect soon after a generation replica comes back (gRPC's default backoff grows to two minutes).
-        ("grpc.initial_reconnect_backoff_ms", 250),
-        ("grpc.min_reconnect_backoff_ms", 250),
-        ("grpc.max_reconnect_backoff_ms", 5000),
-    ]
+    return channel_options(
+        settings.grpc_max_message_bytes,
+        [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # The engine decides about retries itself (an unreachable service does not cost the item an attempt).
+            ("grpc.enable_retries", 0),
+        ],
+    )
 
 
 def open_channel(settings: Settings) -> grpc.aio.Channel:
     """The channel to GENERATION_TARGET, with TLS when GENERATION_TLS_CA_FILE is set."""
+    options = generation_channel_options(settings)
     if settings.generation_tls_ca_file is None:
-        return grpc.aio.insecure_channel(settings.generation_target, options=channel_options(settings))
+        return grpc.aio.insecure_channel(settings.generation_target, options=options)
     key = settings.generation_tls_key_file.read_bytes() if settings.generation_tls_key_file else None
     cert = settings.generation_tls_cert_file.read_bytes() if settings.generation_tls_cert_file else None
     credentials = grpc.ssl_channel_credentials(
         root_certificates=settings.generation_tls_ca_file.read_bytes(), private_key=key, certificate_chain=cert
     )
-    return grpc.aio.secure_channel(settings.generation_target, credentials, options=channel_options(settings))
+    return grpc.aio.secure_channel(settings.generation_target, credentials, options=options)
 
 
 class GenerationClient:
@@ -108,16 +107,10 @@ class GenerationClient:
         """Closes the channel."""
         await self._channel.close()
 
-    async def generate(self, parameters: ItemParameters, *, request_id: str, created_by: uuid.UUID) -> Generated:
+    async def generate(self, parameters: GenerationParameters, *, request_id: str, created_by: uuid.UUID) -> Generated:
         """Generates (or, for a repeated request_id, fetches) the item's conversation; raises GenerationFailed."""
         request = generation_pb2.GenerateConversationRequest(
-            parameters=common_pb2.GenerationParameters(
-                persona_id=str(parameters.persona_id),
-                emotional_arc_id=str(parameters.emotional_arc_id),
-                training_topic_id=str(parameters.training_topic_id),
-                tier=TIER_TO_PROTO[parameters.tier],
-                template_id=str(parameters.template_id),
-            ),
+            parameters=parameters_to_proto(parameters),
             request_id=request_id,
             created_by=str(created_by),
         )

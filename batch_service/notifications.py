@@ -71,7 +71,7 @@ class Notifications:
                 if not subscribers:
                     del self._subscribers[job_id]
 
-    def _on_event(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+    def _on_event(self, connection: Any, _pid: int, channel: str, payload: object) -> None:
         job_text, _, sequence = str(payload).partition(":")
         try:
             job_id = uuid.UUID(job_text)
@@ -81,7 +81,7 @@ class Notifications:
         for signal in self._subscribers.get(job_id, ()):
             signal.notify(int(sequence) if sequence.isdigit() else 0)
 
-    def _on_work_signal(self, connection: Any, pid: int, channel: str, payload: object) -> None:
+    def _on_work_signal(self, connection: Any, _pid: int, channel: str, payload: object) -> None:
         self._on_work()
 
     def _wake_everyone(self) -> None:

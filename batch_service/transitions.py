@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from batch_service.domain import (
-    Counters,
+    Completion,
+    CounterDelta,
     ErrorPolicy,
     EventKind,
-    ItemParameters,
     ItemRow,
     ItemState,
     JobRow,
     JobState,
+    NewJob,
     Usage,
+    job_not_found,
 )
 from batch_service.job_log import summary_line
 from batch_service.store import events, items, jobs
 from batch_service.store.events import NewEvent
-from batch_service.store.items import Completion
-from batch_service.store.jobs import CounterDelta, NewJob
+from convgen.catalog.models import GenerationParameters
 from convgen.db.database import Connection, Database
 from convgen.errors import FailedPrecondition, NotFound
 
@@ -49,23 +50,12 @@ class ItemChange:
 
 
 @dataclass(frozen=True)
-class Completed(Completion):
-    """A completion together with the business key of the conversation (for events and logs, never the FK)."""
-
-    business_key: uuid.UUID
-
-
-@dataclass(frozen=True)
 class TransitionResult:
     """The job after a transition, the items it changed, and whether the job just became terminal."""
 
     job: JobRow
     items: list[ItemRow] = field(default_factory=list)
     became_terminal: bool = False
-
-
-def _job_not_found(job_id: uuid.UUID) -> NotFound:
-    return NotFound(f"batch job {job_id} does not exist", reason="BATCH_JOB_NOT_FOUND")
 
 
 def _wrong_state(job: JobRow, action: str, allowed: Sequence[JobState]) -> FailedPrecondition:
@@ -80,7 +70,7 @@ def _wrong_state(job: JobRow, action: str, allowed: Sequence[JobState]) -> Faile
 async def _lock(conn: Connection, job_id: uuid.UUID) -> JobRow:
     job = await jobs.lock(conn, job_id)
     if job is None:
-        raise _job_not_found(job_id)
+        raise job_not_found(job_id)
     return job
 
 
@@ -88,11 +78,9 @@ async def _record_items(
     conn: Connection, job_id: uuid.UUID, changes: Sequence[ItemChange], *, usage: Usage | None = None
 ) -> JobRow:
     """Applies the counter deltas of item changes and appends one event each (counters as of each event)."""
-    total = CounterDelta()
-    for change in changes:
-        total = total + change.delta
+    total = sum((change.delta for change in changes), CounterDelta())
     job = await jobs.advance(conn, job_id, total, events=len(changes), usage=usage)
-    counters = _minus(job.counters, total)
+    counters = (-total).applied_to(job.counters)
     sequence = job.last_sequence - len(changes)
     new_events = []
     for change in changes:
@@ -118,12 +106,6 @@ async def _record_items(
         )
     await events.append(conn, job_id, new_events)
     return job
-
-
-def _minus(counters: Counters, delta: CounterDelta) -> Counters:
-    return CounterDelta(-delta.queued, -delta.processing, -delta.completed, -delta.failed, -delta.cancelled).applied_to(
-        counters
-    )
 
 
 async def _change_state(
@@ -195,7 +177,7 @@ async def _stop(conn: Connection, job: JobRow, target: JobState, reason: str) ->
 # --- creation -------------------------------------------------------------------------------------------------------
 
 
-async def create_job(db: Database, new: NewJob, parameters: Sequence[ItemParameters]) -> tuple[JobRow, bool]:
+async def create_job(db: Database, new: NewJob, parameters: Sequence[GenerationParameters]) -> tuple[JobRow, bool]:
     """Creates a job, its items and its first event in one transaction; (job, created); a repeat gets the first."""
     async with db.transaction() as conn:
         job = await jobs.insert(conn, new)
@@ -274,22 +256,22 @@ async def claim(
 
 
 async def complete_items(
-    db: Database, job_id: uuid.UUID, completions: Sequence[Completed], *, owner: str
+    db: Database, job_id: uuid.UUID, completions: Sequence[Completion], *, owner: str
 ) -> TransitionResult:
     """Records stored conversations of one job's items in one transaction (their PRIMARY KEYS into the FK).
 
     Items whose lease was lost meanwhile are left out of the result; the job ends with its last item.
     """
-    business_keys = {c.item_id: c.business_key for c in completions}
+    business_keys = {c.item_id: c.conversation_business_key for c in completions}
     async with db.transaction() as conn:
         await _lock(conn, job_id)
-        done = await items.complete_many(conn, completions, owner=owner)
+        done = await items.complete(conn, completions, owner=owner)
         if not done:
             job = await jobs.get(conn, job_id)
             assert job is not None
             return TransitionResult(job)
         done = [replace(item, conversation_business_key=business_keys[item.id]) for item in done]
-        usage = _total_usage(item.usage for item in done)
+        usage = sum((item.usage for item in done), Usage())
         job = await _record_items(
             conn,
             job_id,
@@ -309,19 +291,6 @@ async def complete_items(
         )
         job, terminal = await _finish_if_done(conn, job)
         return TransitionResult(job, done, became_terminal=terminal)
-
-
-def _total_usage(usages: Iterable[Usage]) -> Usage:
-    total = Usage()
-    for u in usages:
-        total = Usage(
-            total.input_tokens + u.input_tokens,
-            total.output_tokens + u.output_tokens,
-            total.cache_creation_input_tokens + u.cache_creation_input_tokens,
-            total.cache_read_input_tokens + u.cache_read_input_tokens,
-            total.cost_usd + u.cost_usd,
-        )
-    return total
 
 
 async def retry_item_later(

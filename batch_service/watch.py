@@ -6,11 +6,12 @@ import uuid
 from collections.abc import AsyncGenerator, Callable
 
 from batch_service import converters
+from batch_service.domain import job_not_found
 from batch_service.event_feed import JobFeeds
 from batch_service.store import jobs
 from convgen.blobs import BlobRef
 from convgen.db.database import Database
-from convgen.errors import NotFound, OutOfRange
+from convgen.errors import OutOfRange
 from convgen.v1 import batch_pb2
 
 
@@ -27,7 +28,7 @@ async def watch_job(
         async with db.connection() as conn:
             job = await jobs.get(conn, job_id)
         if job is None:
-            raise NotFound(f"batch job {job_id} does not exist", reason="BATCH_JOB_NOT_FOUND")
+            raise job_not_found(job_id)
         if after_sequence is not None and after_sequence > job.last_sequence:
             raise OutOfRange(
                 f"after_sequence: {after_sequence} is past the job's latest event {job.last_sequence}",

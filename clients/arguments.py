@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 from clients.errors import ConvgenRpcError
+from convgen.catalog.models import NIL_UUID as _NIL
 from convgen.v1 import batch_pb2, common_pb2
 
-NIL_UUID = "00000000-0000-0000-0000-000000000000"
+# As a template_id: auto-select the template by arc and tier.
+NIL_UUID = str(_NIL)
 
 # Enum arguments: the generated value (an int) or its name, full (TIER_EDGE_CASE) or short (edge_case).
 TierLike: TypeAlias = int | str

@@ -14,6 +14,7 @@ from typing import Any, Protocol, Self, TypeVar
 import grpc
 
 from clients.arguments import (
+    NIL_UUID,
     ErrorPolicyLike,
     ItemStateLike,
     JobStateLike,
@@ -37,6 +38,7 @@ from clients.datasets import (
 )
 from clients.errors import ConvgenRpcError
 from clients.watch import BatchJobWatch
+from convgen.rpc.channel import channel_options
 from convgen.v1 import (
     batch_pb2,
     batch_pb2_grpc,
@@ -54,7 +56,7 @@ DEFAULT_BATCH_TARGET = "localhost:50052"
 DEFAULT_TIMEOUT = 30.0
 # One generation is a model call (10-60 s with Claude) plus retries on the server side.
 GENERATE_TIMEOUT = 600.0
-NIL_UUID = "00000000-0000-0000-0000-000000000000"
+CLIENT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 _Item = TypeVar("_Item")
@@ -66,22 +68,17 @@ class _Page(Protocol):
     def next_page_token(self) -> str: ...
 
 
-def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
-    """Options of the channels the client opens: large messages, keepalive, quick reconnects."""
-    options: dict[str, Any] = {
-        "grpc.max_receive_message_length": 16 * 1024 * 1024,
-        "grpc.max_send_message_length": 16 * 1024 * 1024,
-        "grpc.keepalive_time_ms": 30_000,
-        "grpc.keepalive_timeout_ms": 10_000,
-        # Keep pinging while a watch stream is idle, so a vanished server is noticed (the servers allow it).
-        "grpc.http2.max_pings_without_data": 0,
-        "grpc.initial_reconnect_backoff_ms": 200,
-        "grpc.min_reconnect_backoff_ms": 200,
-        "grpc.max_reconnect_backoff_ms": 5_000,
-        "grpc.primary_user_agent": "convgen-client/0.1",
-    }
-    options.update(dict(extra))
-    return list(options.items())
+def client_channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """Options of the channels the client opens; `extra` (the caller's) overrides them."""
+    return channel_options(
+        CLIENT_MAX_MESSAGE_BYTES,
+        [
+            # Keep pinging while a watch stream is idle, so a vanished server is noticed (the servers allow it).
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.primary_user_agent", "convgen-client/0.1"),
+            *extra,
+        ],
+    )
 
 
 class ConvgenClient:
@@ -98,8 +95,6 @@ class ConvgenClient:
         generate_timeout: float | None = GENERATE_TIMEOUT,
     ) -> None:
         """Prefer connect() or from_channels(); owned_channels are the ones close() closes."""
-        self._generation_channel = generation_channel
-        self._batch_channel = batch_channel
         self._owned = list(owned_channels)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self.default_timeout = default_timeout
@@ -149,7 +144,7 @@ class ConvgenClient:
             cert=_read(tls_cert_file, "tls_cert_file") or certificate_chain,
             key=_read(tls_key_file, "tls_key_file") or private_key,
         )
-        resolved_options = channel_options(options)
+        resolved_options = client_channel_options(options)
         generation_target = generation_target or DEFAULT_GENERATION_TARGET
         batch_target = batch_target or DEFAULT_BATCH_TARGET
 
@@ -199,7 +194,7 @@ class ConvgenClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, _exc_type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         await self.close()
 

@@ -50,7 +50,6 @@ class BatchJobWatch:
         self._finished = False
         self._failures = 0
         self._opened_at = 0.0
-        self._last_error: ConvgenRpcError | None = None
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.last_sequence: int | None = None
         """Sequence of the last event yielded (for the snapshot: its resume point)."""
@@ -66,7 +65,7 @@ class BatchJobWatch:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self, _exc_type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         await self.aclose()
 
@@ -132,7 +131,6 @@ class BatchJobWatch:
         if time.monotonic() - self._opened_at > HEALTHY_STREAM_SECONDS:
             self._failures = 0
         self._failures += 1
-        self._last_error = error
         if not resumable or self._failures > self._max_reconnects:
             self._finished = True
             if resumable:

@@ -32,11 +32,6 @@ def log_context(**fields: str) -> Iterator[None]:
             _context.reset(token)
 
 
-def current_context() -> dict[str, str]:
-    """The log context fields set right now."""
-    return dict(_context.get())
-
-
 class RedactingFilter(logging.Filter):
     """Replaces every configured secret in the formatted message and extra fields."""
 

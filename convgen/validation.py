@@ -1,17 +1,32 @@
-"""Request field validation shared by both services: UUIDs, strings and page sizes, with the field named in errors."""
+"""Request field parsing shared by both services: UUIDs, strings and page sizes, with the field named in errors.
+
+A parser raises InvalidArgument for its field. To report every bad field of a request at once, run each parser
+through `attempt` (which returns the error instead of raising it) and hand the results to `valid`, which returns
+the typed values or raises one InvalidArgument naming every violation.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ParamSpec, TypeAlias, TypeVar, overload
 
+from convgen.catalog.models import NIL_UUID
 from convgen.errors import FieldViolation, InvalidArgument
 
+P = ParamSpec("P")
 T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+T5 = TypeVar("T5")
+T6 = TypeVar("T6")
+T7 = TypeVar("T7")
 
-NIL_UUID = uuid.UUID(int=0)
+# What `attempt` returns: the parsed value, or the error that names the bad field.
+Parsed: TypeAlias = T | InvalidArgument
 # Only the canonical 8-4-4-4-12 hex spelling: uuid.UUID alone also accepts braces, urn: and other digits.
 CANONICAL_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_ID_LENGTH = 200
@@ -20,11 +35,9 @@ MAX_NAME_LENGTH = 200
 MAX_REPORTED = 10
 
 
-def parse_uuid(field: str, value: str, *, allow_empty: bool = False) -> uuid.UUID | None:
-    """Parses a canonical UUID string; empty gives None when allowed."""
+def require_uuid(field: str, value: str) -> uuid.UUID:
+    """Parses a required canonical UUID string."""
     if value == "":
-        if allow_empty:
-            return None
         raise InvalidArgument.for_field(field, "is required (a UUID)")
     if len(value) != 36:
         raise InvalidArgument.for_field(
@@ -35,16 +48,9 @@ def parse_uuid(field: str, value: str, *, allow_empty: bool = False) -> uuid.UUI
     return uuid.UUID(value)
 
 
-def require_uuid(field: str, value: str) -> uuid.UUID:
-    """Parses a required UUID string."""
-    parsed = parse_uuid(field, value)
-    assert parsed is not None
-    return parsed
-
-
 def optional_uuid(field: str, value: str) -> uuid.UUID | None:
-    """Parses a UUID string that may be empty."""
-    return parse_uuid(field, value, allow_empty=True)
+    """Parses a UUID string that may be empty (None)."""
+    return require_uuid(field, value) if value else None
 
 
 def check_text(field: str, value: str, *, max_length: int, required: bool = False) -> str:
@@ -80,31 +86,88 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 60 else value[:57] + "...")
 
 
-class FieldChecks:
-    """Runs several field checks and reports every failing field in one INVALID_ARGUMENT."""
+# --- reporting every bad field at once -------------------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.violations: list[FieldViolation] = []
 
-    def check(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-        """Runs one check; a failure is remembered and None returned."""
-        try:
-            return fn(*args, **kwargs)
-        except InvalidArgument as error:
-            self.violations.extend(error.violations or [FieldViolation("request", error.message)])
-            return None
+def attempt(parse: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Parsed[T]:
+    """Runs one parser; its InvalidArgument is returned instead of raised, so the other fields get checked too."""
+    try:
+        return parse(*args, **kwargs)
+    except InvalidArgument as error:
+        return error
 
-    def add(self, field: str, description: str) -> None:
-        """Records a violation found by the caller."""
-        self.violations.append(FieldViolation(field, description))
 
-    def raise_if_any(self) -> None:
-        """Raises one InvalidArgument naming the failing fields (the first MAX_REPORTED of them)."""
-        if not self.violations:
-            return
-        shown = self.violations[:MAX_REPORTED]
+@overload
+def valid(_r1: Parsed[T1], _r2: Parsed[T2], /) -> tuple[T1, T2]: ...
+@overload
+def valid(_r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], /) -> tuple[T1, T2, T3]: ...
+@overload
+def valid(_r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], _r4: Parsed[T4], /) -> tuple[T1, T2, T3, T4]: ...
+@overload
+def valid(
+    _r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], _r4: Parsed[T4], _r5: Parsed[T5], /
+) -> tuple[T1, T2, T3, T4, T5]: ...
+@overload
+def valid(
+    _r1: Parsed[T1], _r2: Parsed[T2], _r3: Parsed[T3], _r4: Parsed[T4], _r5: Parsed[T5], _r6: Parsed[T6], /
+) -> tuple[T1, T2, T3, T4, T5, T6]: ...
+@overload
+def valid(
+    _r1: Parsed[T1],
+    _r2: Parsed[T2],
+    _r3: Parsed[T3],
+    _r4: Parsed[T4],
+    _r5: Parsed[T5],
+    _r6: Parsed[T6],
+    _r7: Parsed[T7],
+    /,
+) -> tuple[T1, T2, T3, T4, T5, T6, T7]: ...
+def valid(*results: Any) -> Any:
+    """The parsed values in order; when any parser failed, one InvalidArgument naming every violation."""
+    raise_violations(r for r in results if isinstance(r, InvalidArgument))
+    return results
+
+
+def valid_list(results: Iterable[Parsed[T]]) -> list[T]:
+    """Every parsed value of a list; when any entry failed, one InvalidArgument naming every violation."""
+    values: list[T] = []
+    errors: list[InvalidArgument] = []
+    for result in results:
+        if isinstance(result, InvalidArgument):
+            errors.append(result)
+        else:
+            values.append(result)
+    raise_violations(errors)
+    return values
+
+
+def violation_count(results: Iterable[object]) -> int:
+    """How many field violations the failed results hold."""
+    return sum(len(_violations(r)) for r in results if isinstance(r, InvalidArgument))
+
+
+class InvalidFields(InvalidArgument):
+    """Several invalid fields: the status lists the first MAX_REPORTED and counts the rest in its message."""
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        shown = violations[:MAX_REPORTED]
         message = "; ".join(f"{v.field}: {v.description}" for v in shown)
-        if len(self.violations) > MAX_REPORTED:
+        if len(violations) > MAX_REPORTED:
             # Every listed violation names a real field; the count of the rest goes in the message only.
-            message += f"; and {len(self.violations) - MAX_REPORTED} more invalid field(s) not listed"
-        raise InvalidArgument(message, violations=shown)
+            message += f"; and {len(violations) - MAX_REPORTED} more invalid field(s) not listed"
+        super().__init__(message, violations=shown)
+        # Kept whole for a caller that merges this report into the report of a larger request.
+        self.all_violations = list(violations)
+
+
+def raise_violations(errors: Iterable[InvalidArgument]) -> None:
+    """Raises one InvalidFields naming every violation of the errors; nothing when there are none."""
+    violations = [v for error in errors for v in _violations(error)]
+    if violations:
+        raise InvalidFields(violations)
+
+
+def _violations(error: InvalidArgument) -> Sequence[FieldViolation]:
+    if isinstance(error, InvalidFields):
+        return error.all_violations
+    return error.violations or [FieldViolation("request", error.message)]

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from convgen.catalog import repository
-from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
+from convgen.catalog.models import EmotionalArc, Persona, TrainingTopic
 from convgen.catalog.repository import CatalogSnapshot
 from convgen.db.database import Database
 
@@ -38,12 +38,3 @@ def lookup(
 ) -> tuple[Persona | None, EmotionalArc | None, TrainingTopic | None]:
     """The persona, arc and topic of a request; None for each that does not exist."""
     return snapshot.personas.get(persona_id), snapshot.arcs.get(arc_id), snapshot.topics.get(topic_id)
-
-
-def select_template(snapshot: CatalogSnapshot, arc_key: str, tier: Tier) -> PromptTemplate | None:
-    """Auto-selection: an active template of the arc and tier, else one of the arc alone; by name."""
-    candidates = sorted(
-        (t for t in snapshot.templates.values() if t.active and t.arc_key == arc_key),
-        key=lambda t: (t.tier != tier, t.template_name),
-    )
-    return candidates[0] if candidates else None

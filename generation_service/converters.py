@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
+import json
 from typing import Any
 
 from convgen.blobs import BlobStore
 from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, TrainingTopic
-from convgen.rpc.convert import TIER_TO_PROTO, blob_location, timestamp
+from convgen.rpc.convert import TIER_TO_PROTO, blob_location, parameters_to_proto, timestamp
 from convgen.v1 import catalog_pb2, common_pb2, generation_pb2
 from generation_service.store.conversations import ConversationRow
 
@@ -18,19 +18,14 @@ _STATUS_TO_PROTO = {
 
 
 def stored_conversation(
-    row: ConversationRow, blobs: BlobStore, content: dict[str, Any] | None = None
+    row: ConversationRow, blobs: BlobStore, content: bytes | None = None
 ) -> generation_pb2.StoredConversation:
-    """A StoredConversation: pk from conversations.id, business_key from conversations.conversation_id."""
+    """A StoredConversation: pk from conversations.id, business_key from conversations.conversation_id; content is
+    the final blob (the stored conversation document), for the FULL view."""
     message = generation_pb2.StoredConversation(
         pk=str(row.id),
         business_key=str(row.conversation_id),
-        parameters=common_pb2.GenerationParameters(
-            persona_id=str(row.persona_id),
-            emotional_arc_id=str(row.emotional_arc_id),
-            training_topic_id=str(row.training_topic_id),
-            tier=TIER_TO_PROTO[row.tier],
-            template_id=str(row.template_id),
-        ),
+        parameters=parameters_to_proto(row.parameters),
         processing_status=_STATUS_TO_PROTO[row.processing_status],
         raw_blob=blob_location(blobs.locate(row.raw_bucket, row.raw_key)),
         final_blob=blob_location(blobs.locate(row.final_bucket, row.final_key)),
@@ -53,7 +48,7 @@ def stored_conversation(
         validation_warnings=row.validation_warnings,
     )
     if content is not None:
-        message.content.CopyFrom(conversation_content(content))
+        message.content.CopyFrom(conversation_content(json.loads(content)))
     return message
 
 
@@ -130,8 +125,3 @@ def prompt_template(t: PromptTemplate) -> catalog_pb2.PromptTemplate:
         placeholders=list(t.placeholders),
         template_text=t.template_text,
     )
-
-
-def uuid_or_empty(value: uuid.UUID | None) -> str:
-    """A UUID string, or empty."""
-    return str(value) if value is not None else ""

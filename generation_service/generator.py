@@ -12,20 +12,21 @@ from typing import Any
 import asyncpg
 
 from convgen.blobs import BlobRef, BlobStore
-from convgen.catalog.models import ConversationSubject, PromptTemplate, Tier
+from convgen.catalog.models import ConversationSubject, GenerationParameters, PromptTemplate
 from convgen.catalog.repository import CatalogSnapshot
+from convgen.catalog.selection import select_template
 from convgen.catalog.templates import render
 from convgen.db.database import Database, DatabaseUnavailable
 from convgen.errors import ConvgenError, FailedPrecondition, NotFound
 from convgen.rpc.status import status_code_for
-from convgen.validation import NIL_UUID
-from generation_service.catalog_cache import CatalogCache, lookup, select_template
+from generation_service.catalog_cache import CatalogCache, lookup
 from generation_service.conversation_format import SYSTEM_PROMPT
 from generation_service.model.errors import ModelOutputInvalid
 from generation_service.model.port import ModelClient, ModelRequest, ModelResponse
 from generation_service.model.pricing import cost_usd
 from generation_service.parsing import ParsedConversation, parse_conversation
 from generation_service.request_claims import RequestClaims
+from generation_service.store import claims as claim_store
 from generation_service.store import conversations, failures
 from generation_service.store.conversations import ConversationRow, NewConversation
 
@@ -34,13 +35,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerationInput:
-    """A validated GenerateConversation request."""
+    """A valid GenerateConversation request."""
 
-    persona_id: uuid.UUID
-    emotional_arc_id: uuid.UUID
-    training_topic_id: uuid.UUID
-    tier: Tier
-    template_id: uuid.UUID | None
+    parameters: GenerationParameters
     request_id: str
     created_by: uuid.UUID
 
@@ -137,13 +134,14 @@ class ConversationGenerator:
     @staticmethod
     def _resolve(request: GenerationInput, catalog: CatalogSnapshot) -> tuple[ConversationSubject, PromptTemplate]:
         """Finds persona, arc, topic and the template (explicit, or auto-selected by arc and tier)."""
-        persona, arc, topic = lookup(catalog, request.persona_id, request.emotional_arc_id, request.training_topic_id)
+        p = request.parameters
+        persona, arc, topic = lookup(catalog, p.persona_id, p.emotional_arc_id, p.training_topic_id)
         missing = [
             f"{kind} {value} does not exist"
             for kind, value, found in (
-                ("persona", request.persona_id, persona),
-                ("emotional_arc", request.emotional_arc_id, arc),
-                ("training_topic", request.training_topic_id, topic),
+                ("persona", p.persona_id, persona),
+                ("emotional_arc", p.emotional_arc_id, arc),
+                ("training_topic", p.training_topic_id, topic),
             )
             if found is None
         ]
@@ -152,20 +150,20 @@ class ConversationGenerator:
         assert persona is not None
         assert arc is not None
         assert topic is not None
-        if request.template_id is not None and request.template_id != NIL_UUID:
-            template = catalog.templates.get(request.template_id)
+        if not p.auto_template:
+            template = catalog.templates.get(p.template_id)
             if template is None:
-                raise NotFound(f"template {request.template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
+                raise NotFound(f"template {p.template_id} does not exist", reason="TEMPLATE_NOT_FOUND")
         else:
-            template = select_template(catalog, arc.arc_key, request.tier)
+            template = select_template(catalog.templates.values(), arc.arc_key, p.tier)
             if template is None:
                 raise FailedPrecondition(
-                    f"no active prompt template for arc {arc.arc_key} (tier {request.tier.value}); "
+                    f"no active prompt template for arc {arc.arc_key} (tier {p.tier.value}); "
                     "load one with `convgen catalog load`",
                     reason="NO_TEMPLATE_FOR_ARC",
-                    metadata={"arc_key": arc.arc_key, "tier": request.tier.value},
+                    metadata={"arc_key": arc.arc_key, "tier": p.tier.value},
                 )
-        return ConversationSubject(persona=persona, arc=arc, topic=topic, tier=request.tier), template
+        return ConversationSubject(persona=persona, arc=arc, topic=topic, tier=p.tier), template
 
     async def _store_raw(self, attempt: _Attempt, response: ModelResponse) -> BlobRef:
         key = raw_blob_key(attempt.request.created_by, attempt.business_key)
@@ -205,7 +203,7 @@ class ConversationGenerator:
             persona_id=attempt.subject.persona.id,
             emotional_arc_id=attempt.subject.arc.id,
             training_topic_id=attempt.subject.topic.id,
-            tier=request.tier,
+            tier=attempt.subject.tier,
             template_id=attempt.template.id,
             processing_status="needs_review" if parsed.warnings else "completed",
             raw_bucket=raw_ref.bucket,
@@ -222,8 +220,9 @@ class ConversationGenerator:
             validation_warnings=list(parsed.warnings),
         )
         try:
-            async with self._db.connection() as conn:
-                pk, created_at = await conversations.insert_and_finish_claim(conn, new, owner=self._claims.owner)
+            async with self._db.transaction() as conn:
+                pk, created_at = await conversations.insert(conn, new)
+                await claim_store.finish(conn, request.request_id, self._claims.owner, pk)
         except asyncpg.UniqueViolationError:
             # Our lease lapsed and another call stored this request_id first: theirs is the answer.
             async with self._db.connection() as conn:
@@ -259,7 +258,7 @@ class ConversationGenerator:
             persona_id=attempt.subject.persona.id,
             emotional_arc_id=attempt.subject.arc.id,
             training_topic_id=attempt.subject.topic.id,
-            tier=attempt.request.tier.value,
+            tier=attempt.subject.tier.value,
             template_id=attempt.template.id,
             step=step,
             error_code=status_code_for(error).name,
@@ -306,7 +305,7 @@ def _final_document(attempt: _Attempt, parsed: ParsedConversation, response: Mod
             },
             "emotional_arc": {"id": str(subject.arc.id), "key": subject.arc.arc_key, "name": subject.arc.name},
             "training_topic": {"id": str(subject.topic.id), "key": subject.topic.topic_key, "name": subject.topic.name},
-            "tier": attempt.request.tier.value,
+            "tier": attempt.subject.tier.value,
             "template": {"id": str(attempt.template.id), "name": attempt.template.template_name},
         },
         "generation": {

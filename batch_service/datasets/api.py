@@ -3,6 +3,7 @@ stream their files."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,12 @@ import grpc
 
 from batch_service.datasets import converters
 from batch_service.datasets.domain import ExportRow, ExportSpec, ExportState, Selection
-from batch_service.datasets.files import FILE_NAMES
+from batch_service.datasets.request_parsing import (
+    parse_create_export,
+    parse_get_export,
+    parse_list_exports,
+    parse_read_file,
+)
 from batch_service.datasets.runner import ExportRunner
 from batch_service.domain import JobState
 from batch_service.store import export_selection, exports
@@ -19,12 +25,10 @@ from convgen.blobs import BlobStore
 from convgen.catalog import repository as catalog
 from convgen.db.database import Connection, Database
 from convgen.errors import FailedPrecondition, NotFound, OutOfRange
-from convgen.paging import decode_token, encode_token, fit_page, position_timestamp, position_uuid
+from convgen.paging import encode_token, fit_page
 from convgen.v1 import dataset_pb2, dataset_pb2_grpc
-from convgen.validation import FieldChecks, page_size, require_uuid
 
 Context = grpc.aio.ServicerContext[Any, Any]
-DEFAULT_EXPORT_PAGE = 50
 CHUNK_BYTES = 1024 * 1024
 
 
@@ -46,7 +50,8 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         self._limits = limits
 
     async def CreateExport(self, request: dataset_pb2.CreateExportRequest, context: Context) -> dataset_pb2.Export:
-        request_id, spec = converters.create_request(request)
+        creation = parse_create_export(request)
+        request_id, spec = creation.request_id, creation.spec
         async with self._db.connection() as conn:
             if request_id is not None:
                 existing = await exports.get_by_request_id(conn, request_id)
@@ -65,8 +70,7 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         self._runner.wake()
         return converters.export(created, full=True)
 
-    async def _existing(self, field: str, value: str) -> ExportRow:
-        export_id = require_uuid(field, value)
+    async def _existing(self, export_id: uuid.UUID) -> ExportRow:
         async with self._db.connection() as conn:
             row = await exports.get(conn, export_id)
         if row is None:
@@ -74,31 +78,18 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
         return row
 
     async def GetExport(self, request: dataset_pb2.GetExportRequest, context: Context) -> dataset_pb2.Export:
-        checks = FieldChecks()
-        full = checks.check(converters.export_view, "view", request.view, default=dataset_pb2.EXPORT_VIEW_FULL)
-        checks.check(require_uuid, "export_id", request.export_id)
-        checks.raise_if_any()
-        return converters.export(await self._existing("export_id", request.export_id), full=bool(full))
+        export_id, full = parse_get_export(request)
+        return converters.export(await self._existing(export_id), full=full)
 
     async def ListExports(
         self, request: dataset_pb2.ListExportsRequest, context: Context
     ) -> dataset_pb2.ListExportsResponse:
-        checks = FieldChecks()
-        size = checks.check(
-            page_size, "page_size", request.page_size, default=DEFAULT_EXPORT_PAGE, maximum=self._limits.max_page_size
-        )
-        full = checks.check(converters.export_view, "view", request.view, default=dataset_pb2.EXPORT_VIEW_BASIC)
-        checks.raise_if_any()
-        assert size is not None
-        filters = {"view": "full" if full else "basic"}
-        position = decode_token("page_token", request.page_token, filters)
-        after = None
-        if position is not None:
-            after = (position_timestamp("page_token", position, "t"), position_uuid("page_token", position, "id"))
+        page = parse_list_exports(request, self._limits.max_page_size)
+        size, full, after, filters = page.size, page.full, page.after, page.filters
         async with self._db.connection() as conn:
             rows = await exports.list_page(conn, after=after, limit=size + 1)
         messages, kept = fit_page(
-            [converters.export(r, full=bool(full)) for r in rows[:size]], self._limits.max_message_bytes
+            [converters.export(r, full=full) for r in rows[:size]], self._limits.max_message_bytes
         )
         token = ""
         if len(rows) > kept:
@@ -109,29 +100,23 @@ class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):
     async def ReadExportFile(
         self, request: dataset_pb2.ReadExportFileRequest, context: Context
     ) -> AsyncIterator[dataset_pb2.ExportFileChunk]:
-        checks = FieldChecks()
-        checks.check(require_uuid, "export_id", request.export_id)
-        if request.name not in FILE_NAMES:
-            checks.add("name", f"{request.name[:60]!r} is not an export file; one of {', '.join(FILE_NAMES)}")
-        if request.offset < 0:
-            checks.add("offset", f"must not be negative (got {request.offset})")
-        checks.raise_if_any()
-        row = await self._existing("export_id", request.export_id)
+        read = parse_read_file(request)
+        row = await self._existing(read.export_id)
         if row.state is not ExportState.SUCCEEDED:
             raise FailedPrecondition(
                 f"export {row.id} is {row.state.value}; its files can be read once it has succeeded",
                 reason="EXPORT_NOT_SUCCEEDED",
             )
-        found = next((f for f in row.files if f.name == request.name), None)
+        found = next((f for f in row.files if f.name == read.name), None)
         if found is None:
             raise NotFound(
-                f"export {row.id} has no file {request.name}"
+                f"export {row.id} has no file {read.name}"
                 + (" (it is a report-only export)" if row.spec.report_only else ""),
                 reason="EXPORT_FILE_NOT_FOUND",
             )
-        if request.offset > found.bytes:
-            raise OutOfRange(f"offset {request.offset} is past the end of {found.name} ({found.bytes} bytes)")
-        offset = request.offset
+        if read.offset > found.bytes:
+            raise OutOfRange(f"offset {read.offset} is past the end of {found.name} ({found.bytes} bytes)")
+        offset = read.offset
         async for chunk in self._blobs.read_chunks(found.bucket, found.key, offset=offset, chunk_size=CHUNK_BYTES):
             yield dataset_pb2.ExportFileChunk(data=chunk, offset=offset, total_bytes=found.bytes)
             offset += len(chunk)

@@ -207,7 +207,6 @@ class ExportRow:
     error_code: str | None
     error_message: str | None
     runs: int
-    lease_owner: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

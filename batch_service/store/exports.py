@@ -36,7 +36,6 @@ def export_row(r: asyncpg.Record) -> ExportRow:
         error_code=r["error_code"],
         error_message=r["error_message"],
         runs=r["runs"],
-        lease_owner=r["lease_owner"],
         created_at=r["created_at"],
         started_at=r["started_at"],
         finished_at=r["finished_at"],

@@ -4,36 +4,36 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import asyncpg
 
-from batch_service.domain import ItemParameters, ItemRow, ItemState, Usage
-from convgen.catalog.models import Tier
+from batch_service.domain import Completion, ItemRow, ItemState
+from batch_service.store.usage_columns import usage_of
+from convgen.catalog.models import GenerationParameters, Tier
 from convgen.db.database import Connection
 
 _COLUMNS = """
     i.id, i.batch_job_id, i.position, i.persona_id, i.emotional_arc_id, i.training_topic_id, i.tier, i.template_id,
-    i.status, i.run, i.attempts, i.lease_owner, i.error_code, i.error_message, i.conversation_id,
+    i.status, i.run, i.attempts, i.error_code, i.error_message, i.conversation_id,
     i.input_tokens, i.output_tokens, i.cache_creation_input_tokens, i.cache_read_input_tokens, i.cost_usd,
     i.started_at, i.finished_at
 """
 # RETURNING cannot join, so outcome statements return the item alone; the business key is added by the caller.
 _RETURNING = """
     RETURNING id, batch_job_id, position, persona_id, emotional_arc_id, training_topic_id, tier, template_id,
-              status, run, attempts, lease_owner, error_code, error_message, conversation_id,
+              status, run, attempts, error_code, error_message, conversation_id,
               input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
               started_at, finished_at
 """
 
 
-def item_row(r: asyncpg.Record, business_key: uuid.UUID | None = None) -> ItemRow:
-    """An ItemRow from a batch_items record (optionally with its conversation's business key)."""
+def item_row(r: asyncpg.Record) -> ItemRow:
+    """An ItemRow from a batch_items record (with the business key when the statement joined conversations)."""
     return ItemRow(
         id=r["id"],
         job_id=r["batch_job_id"],
         position=r["position"],
-        parameters=ItemParameters(
+        parameters=GenerationParameters(
             persona_id=r["persona_id"],
             emotional_arc_id=r["emotional_arc_id"],
             training_topic_id=r["training_topic_id"],
@@ -43,24 +43,17 @@ def item_row(r: asyncpg.Record, business_key: uuid.UUID | None = None) -> ItemRo
         status=ItemState(r["status"]),
         run=r["run"],
         attempts=r["attempts"],
-        lease_owner=r["lease_owner"],
         error_code=r["error_code"],
         error_message=r["error_message"],
         conversation_pk=r["conversation_id"],
-        conversation_business_key=business_key if business_key is not None else r.get("business_key"),
-        usage=Usage(
-            input_tokens=r["input_tokens"],
-            output_tokens=r["output_tokens"],
-            cache_creation_input_tokens=r["cache_creation_input_tokens"],
-            cache_read_input_tokens=r["cache_read_input_tokens"],
-            cost_usd=r["cost_usd"],
-        ),
+        conversation_business_key=r.get("business_key"),
+        usage=usage_of(r),
         started_at=r["started_at"],
         finished_at=r["finished_at"],
     )
 
 
-async def create_all(conn: Connection, job_id: uuid.UUID, parameters: Sequence[ItemParameters]) -> None:
+async def create_all(conn: Connection, job_id: uuid.UUID, parameters: Sequence[GenerationParameters]) -> None:
     """Inserts a job's items in position order with COPY (fast for 100,000 items)."""
     await conn.copy_records_to_table(
         "batch_items",
@@ -80,9 +73,7 @@ async def create_all(conn: Connection, job_id: uuid.UUID, parameters: Sequence[I
     )
 
 
-async def claim(
-    conn: Connection, job_id: uuid.UUID, *, owner: str, lease_seconds: float, limit: int, ignore_schedule: bool = False
-) -> list[ItemRow]:
+async def claim(conn: Connection, job_id: uuid.UUID, *, owner: str, lease_seconds: float, limit: int) -> list[ItemRow]:
     """Moves up to `limit` due queued items of a job to processing under this owner's lease."""
     rows = await conn.fetch(
         """
@@ -91,7 +82,7 @@ async def claim(
             attempts = attempts + 1, started_at = clock_timestamp()
         WHERE id IN (
             SELECT id FROM batch_items
-            WHERE batch_job_id = $1 AND status = 'queued' AND ($5 OR next_attempt_at <= clock_timestamp())
+            WHERE batch_job_id = $1 AND status = 'queued' AND next_attempt_at <= clock_timestamp()
             ORDER BY next_attempt_at, position
             LIMIT $4
             FOR UPDATE SKIP LOCKED
@@ -102,21 +93,11 @@ async def claim(
         owner,
         lease_seconds,
         limit,
-        ignore_schedule,
     )
     return sorted((item_row(r) for r in rows), key=lambda i: i.position)
 
 
-@dataclass(frozen=True)
-class Completion:
-    """One item's stored conversation: its PRIMARY KEY (what the foreign key holds) and what it cost."""
-
-    item_id: uuid.UUID
-    conversation_pk: uuid.UUID
-    usage: Usage
-
-
-async def complete_many(conn: Connection, completions: Sequence[Completion], *, owner: str) -> list[ItemRow]:
+async def complete(conn: Connection, completions: Sequence[Completion], *, owner: str) -> list[ItemRow]:
     """Marks this owner's processing items completed, in one statement; items whose lease was lost are skipped."""
     rows = await conn.fetch(
         """

@@ -8,53 +8,9 @@ from datetime import datetime
 
 import asyncpg
 
-from batch_service.domain import Counters, ErrorPolicy, JobRow, JobState, Usage
+from batch_service.domain import CounterDelta, Counters, ErrorPolicy, JobRow, JobState, NewJob, Usage
+from batch_service.store.usage_columns import usage_of
 from convgen.db.database import Connection
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A job to insert."""
-
-    name: str
-    request_id: str | None
-    created_by: uuid.UUID
-    state: JobState
-    error_policy: ErrorPolicy
-    concurrency: int
-    max_attempts: int
-    total_items: int
-
-
-@dataclass(frozen=True)
-class CounterDelta:
-    """Increments to a job's item counters (negative to decrement)."""
-
-    queued: int = 0
-    processing: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    def __add__(self, other: CounterDelta) -> CounterDelta:
-        return CounterDelta(
-            self.queued + other.queued,
-            self.processing + other.processing,
-            self.completed + other.completed,
-            self.failed + other.failed,
-            self.cancelled + other.cancelled,
-        )
-
-    def applied_to(self, c: Counters) -> Counters:
-        """The counters after this delta."""
-        return Counters(
-            total=c.total,
-            queued=c.queued + self.queued,
-            processing=c.processing + self.processing,
-            completed=c.completed + self.completed,
-            failed=c.failed + self.failed,
-            cancelled=c.cancelled + self.cancelled,
-        )
 
 
 def job_row(r: asyncpg.Record) -> JobRow:
@@ -77,13 +33,7 @@ def job_row(r: asyncpg.Record) -> JobRow:
             failed=r["failed_items"],
             cancelled=r["cancelled_items"],
         ),
-        usage=Usage(
-            input_tokens=r["input_tokens"],
-            output_tokens=r["output_tokens"],
-            cache_creation_input_tokens=r["cache_creation_input_tokens"],
-            cache_read_input_tokens=r["cache_read_input_tokens"],
-            cost_usd=r["cost_usd"],
-        ),
+        usage=usage_of(r),
         last_sequence=r["last_sequence"],
         terminal_sequence=r["terminal_sequence"],
         log_uploaded_sequence=r["log_uploaded_sequence"],

@@ -66,7 +66,6 @@ class S3BlobStore:
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"part_bytes must be at least {MIN_PART_BYTES} (S3's smallest multipart part)")
         self._part_bytes = part_bytes
-        self._endpoint_url = endpoint_url
         self._region = region
         self._create_buckets = create_buckets
         self._secrets = [s for s in (access_key_id, secret_access_key) if s]

@@ -16,9 +16,7 @@ from convgen.catalog import repository
 from convgen.catalog.models import EmotionalArc, Persona, PromptTemplate, Tier, TrainingTopic
 from convgen.catalog.templates import (
     TemplateDefinition,
-    extract_placeholders,
     load_builtin_templates,
-    template_uuid,
     validate_template_text,
 )
 from convgen.db.database import Connection
@@ -108,17 +106,7 @@ def template_records(definitions: list[TemplateDefinition]) -> list[PromptTempla
     """Validates template definitions (no placeholder that no parameter fills) and turns them into rows."""
     for d in definitions:
         validate_template_text(d.template_name, d.template_text)
-    return [
-        PromptTemplate(
-            id=template_uuid(d.template_name),
-            template_name=d.template_name,
-            tier=d.tier,
-            arc_key=d.arc_key,
-            template_text=d.template_text,
-            placeholders=extract_placeholders(d.template_text),
-        )
-        for d in definitions
-    ]
+    return [d.to_prompt_template() for d in definitions]
 
 
 async def load_catalog(

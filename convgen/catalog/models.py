@@ -1,10 +1,14 @@
-"""Catalog entries as typed values, and the Tier vocabulary shared by both services."""
+"""Catalog entries as typed values, the Tier vocabulary and the parameters of one generation, shared by both
+services."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+
+# The nil UUID stands for "none": as a template_id it asks for auto-selection, as created_by it means anonymous.
+NIL_UUID = uuid.UUID(int=0)
 
 
 class Tier(StrEnum):
@@ -74,3 +78,19 @@ class ConversationSubject:
     arc: EmotionalArc
     topic: TrainingTopic
     tier: Tier
+
+
+@dataclass(frozen=True)
+class GenerationParameters:
+    """What one conversation is generated from: persona × arc × topic at a tier, with a template or NIL_UUID."""
+
+    persona_id: uuid.UUID
+    emotional_arc_id: uuid.UUID
+    training_topic_id: uuid.UUID
+    tier: Tier
+    template_id: uuid.UUID
+
+    @property
+    def auto_template(self) -> bool:
+        """True when no template is named: one is auto-selected by arc and tier."""
+        return self.template_id == NIL_UUID

@@ -14,38 +14,38 @@ from convgen.db.database import Connection
 # --- row mapping -------------------------------------------------------------------------------------------------
 
 
-def _persona(row: asyncpg.Record, prefix: str = "") -> Persona:
+def _persona(row: asyncpg.Record) -> Persona:
     return Persona(
-        id=row[f"{prefix}id"],
-        persona_key=row[f"{prefix}persona_key"],
-        name=row[f"{prefix}name"],
-        archetype=row[f"{prefix}archetype"],
-        age=row[f"{prefix}age"],
-        occupation=row[f"{prefix}occupation"],
-        income_range=row[f"{prefix}income_range"],
-        communication_style=row[f"{prefix}communication_style"],
-        emotional_baseline=row[f"{prefix}emotional_baseline"],
+        id=row["id"],
+        persona_key=row["persona_key"],
+        name=row["name"],
+        archetype=row["archetype"],
+        age=row["age"],
+        occupation=row["occupation"],
+        income_range=row["income_range"],
+        communication_style=row["communication_style"],
+        emotional_baseline=row["emotional_baseline"],
     )
 
 
-def _arc(row: asyncpg.Record, prefix: str = "") -> EmotionalArc:
+def _arc(row: asyncpg.Record) -> EmotionalArc:
     return EmotionalArc(
-        id=row[f"{prefix}id"],
-        arc_key=row[f"{prefix}arc_key"],
-        name=row[f"{prefix}name"],
-        tier=Tier(row[f"{prefix}tier"]),
-        category=row[f"{prefix}category"],
-        starting_emotion=row[f"{prefix}starting_emotion"],
-        ending_emotion=row[f"{prefix}ending_emotion"],
+        id=row["id"],
+        arc_key=row["arc_key"],
+        name=row["name"],
+        tier=Tier(row["tier"]),
+        category=row["category"],
+        starting_emotion=row["starting_emotion"],
+        ending_emotion=row["ending_emotion"],
     )
 
 
-def _topic(row: asyncpg.Record, prefix: str = "") -> TrainingTopic:
+def _topic(row: asyncpg.Record) -> TrainingTopic:
     return TrainingTopic(
-        id=row[f"{prefix}id"],
-        topic_key=row[f"{prefix}topic_key"],
-        name=row[f"{prefix}name"],
-        category=row[f"{prefix}category"],
+        id=row["id"],
+        topic_key=row["topic_key"],
+        name=row["name"],
+        category=row["category"],
     )
 
 
@@ -89,7 +89,7 @@ async def upsert_persona(conn: Connection, p: Persona) -> None:
     )
 
 
-async def list_personas(conn: Connection, *, after_key: str, limit: int) -> list[Persona]:
+async def list_personas(conn: Connection, after_key: str, limit: int) -> list[Persona]:
     """Personas ordered by persona_key, after a key (keyset page)."""
     rows = await conn.fetch(
         "SELECT * FROM personas WHERE persona_key > $1 ORDER BY persona_key LIMIT $2", after_key, limit
@@ -120,7 +120,7 @@ async def upsert_arc(conn: Connection, a: EmotionalArc) -> None:
     )
 
 
-async def list_arcs(conn: Connection, *, after_key: str, limit: int) -> list[EmotionalArc]:
+async def list_arcs(conn: Connection, after_key: str, limit: int) -> list[EmotionalArc]:
     """Arcs ordered by arc_key, after a key (keyset page)."""
     rows = await conn.fetch(
         "SELECT * FROM emotional_arcs WHERE arc_key > $1 ORDER BY arc_key LIMIT $2", after_key, limit
@@ -146,7 +146,7 @@ async def upsert_topic(conn: Connection, t: TrainingTopic) -> None:
     )
 
 
-async def list_topics(conn: Connection, *, after_key: str, limit: int) -> list[TrainingTopic]:
+async def list_topics(conn: Connection, after_key: str, limit: int) -> list[TrainingTopic]:
     """Topics ordered by topic_key, after a key (keyset page)."""
     rows = await conn.fetch(
         "SELECT * FROM training_topics WHERE topic_key > $1 ORDER BY topic_key LIMIT $2", after_key, limit
@@ -154,35 +154,7 @@ async def list_topics(conn: Connection, *, after_key: str, limit: int) -> list[T
     return [_topic(r) for r in rows]
 
 
-# --- across the three: lookups for one conversation or a whole selection -----------------------------------------
-
-
-async def load_subject_parts(
-    conn: Connection, persona_id: uuid.UUID, arc_id: uuid.UUID, topic_id: uuid.UUID
-) -> tuple[Persona | None, EmotionalArc | None, TrainingTopic | None]:
-    """Loads a persona, an arc and a topic in one round trip; None for each id that does not exist."""
-    row = await conn.fetchrow(
-        """
-        SELECT p.id AS p_id, p.persona_key AS p_persona_key, p.name AS p_name, p.archetype AS p_archetype,
-               p.age AS p_age, p.occupation AS p_occupation, p.income_range AS p_income_range,
-               p.communication_style AS p_communication_style, p.emotional_baseline AS p_emotional_baseline,
-               a.id AS a_id, a.arc_key AS a_arc_key, a.name AS a_name, a.tier AS a_tier, a.category AS a_category,
-               a.starting_emotion AS a_starting_emotion, a.ending_emotion AS a_ending_emotion,
-               t.id AS t_id, t.topic_key AS t_topic_key, t.name AS t_name, t.category AS t_category
-        FROM (SELECT 1) AS one
-        LEFT JOIN personas p ON p.id = $1
-        LEFT JOIN emotional_arcs a ON a.id = $2
-        LEFT JOIN training_topics t ON t.id = $3
-        """,
-        persona_id,
-        arc_id,
-        topic_id,
-    )
-    assert row is not None
-    persona = _persona(row, "p_") if row["p_id"] is not None else None
-    arc = _arc(row, "a_") if row["a_id"] is not None else None
-    topic = _topic(row, "t_") if row["t_id"] is not None else None
-    return persona, arc, topic
+# --- across the four: which ids of a selection do not exist ------------------------------------------------------
 
 
 async def missing_ids(
@@ -238,28 +210,7 @@ async def upsert_template(conn: Connection, t: PromptTemplate) -> None:
     )
 
 
-async def get_template(conn: Connection, template_id: uuid.UUID) -> PromptTemplate | None:
-    """One template by id (active or not)."""
-    row = await conn.fetchrow("SELECT * FROM prompt_templates WHERE id = $1", template_id)
-    return _template(row) if row is not None else None
-
-
-async def select_template(conn: Connection, arc_key: str, tier: Tier) -> PromptTemplate | None:
-    """Auto-selection: an active template matching arc and tier, else one matching the arc alone."""
-    row = await conn.fetchrow(
-        """
-        SELECT * FROM prompt_templates
-        WHERE active AND arc_key = $1
-        ORDER BY (tier = $2) DESC, template_name
-        LIMIT 1
-        """,
-        arc_key,
-        tier.value,
-    )
-    return _template(row) if row is not None else None
-
-
-async def list_templates(conn: Connection, *, after_name: str, limit: int) -> list[PromptTemplate]:
+async def list_templates(conn: Connection, after_name: str, limit: int) -> list[PromptTemplate]:
     """Templates ordered by template_name, after a name (keyset page)."""
     rows = await conn.fetch(
         "SELECT * FROM prompt_templates WHERE template_name > $1 ORDER BY template_name LIMIT $2", after_name, limit
@@ -267,18 +218,15 @@ async def list_templates(conn: Connection, *, after_name: str, limit: int) -> li
     return [_template(r) for r in rows]
 
 
-async def arcs_without_templates(conn: Connection, arc_ids: Sequence[uuid.UUID]) -> list[str]:
-    """arc_keys of the given arcs that no active template serves (auto-selection would fail for them)."""
-    rows = await conn.fetch(
-        """
-        SELECT a.arc_key FROM emotional_arcs a
-        WHERE a.id = ANY($1::uuid[])
-          AND NOT EXISTS (SELECT 1 FROM prompt_templates t WHERE t.active AND t.arc_key = a.arc_key)
-        ORDER BY a.arc_key
-        """,
-        list(arc_ids),
-    )
-    return [r["arc_key"] for r in rows]
+async def all_templates(conn: Connection) -> list[PromptTemplate]:
+    """Every template, active or not (the catalog holds dozens)."""
+    return [_template(r) for r in await conn.fetch("SELECT * FROM prompt_templates")]
+
+
+async def arc_keys(conn: Connection, arc_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The arc_key of each given arc that exists."""
+    rows = await conn.fetch("SELECT id, arc_key FROM emotional_arcs WHERE id = ANY($1::uuid[])", list(arc_ids))
+    return {r["id"]: r["arc_key"] for r in rows}
 
 
 # --- the whole catalog, for in-process caches ----------------------------------------------------------------------
@@ -302,7 +250,7 @@ async def snapshot(conn: Connection) -> CatalogSnapshot:
         personas = [_persona(r) for r in await conn.fetch("SELECT * FROM personas")]
         arcs = [_arc(r) for r in await conn.fetch("SELECT * FROM emotional_arcs")]
         topics = [_topic(r) for r in await conn.fetch("SELECT * FROM training_topics")]
-        templates = [_template(r) for r in await conn.fetch("SELECT * FROM prompt_templates")]
+        templates = await all_templates(conn)
     return CatalogSnapshot(
         version=version,
         personas={p.id: p for p in personas},

@@ -8,8 +8,6 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
-
 from convgen.db.database import Connection
 from convgen.errors import FailedPrecondition
 
@@ -100,12 +98,3 @@ async def migrate(conn: Connection) -> list[Migration]:
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
-
-
-async def migrate_dsn(dsn: str) -> list[Migration]:
-    """Connects, migrates and disconnects."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()

@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,8 +20,8 @@ from convgen.settings import Settings
 logger = logging.getLogger(__name__)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
-REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
-REFLECTION_SERVICE_V1 = "grpc.reflection.v1.ServerReflection"
+# What a servicer method receives (the servicers' methods do not depend on its request and response types).
+Context: TypeAlias = grpc.aio.ServicerContext[object, object]
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:

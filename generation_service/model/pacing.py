@@ -37,11 +37,6 @@ class RequestPacer:
         self._next_slot = 0.0
         self._cooldown_until = 0.0
 
-    @property
-    def interval(self) -> float:
-        """Seconds between request starts; 0 when unpaced."""
-        return self._interval
-
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Holds one concurrency slot and waits for this request's turn in the schedule."""

@@ -14,12 +14,11 @@ class ClaimState:
 
     claimed: bool
     done_pk: uuid.UUID | None
-    holder: str | None
     catalog_version: int
 
 
 async def try_claim(conn: Connection, request_id: str, owner: str, lease_seconds: float) -> ClaimState:
-    """Takes the claim when it is free or its holder's lease expired; else says who holds it or what it produced.
+    """Takes the claim when it is free or its holder's lease expired; else says what it produced, if anything.
 
     The common case (a new request_id) is one round trip; the row lock of ON CONFLICT makes it race-free.
     """
@@ -37,21 +36,34 @@ async def try_claim(conn: Connection, request_id: str, owner: str, lease_seconds
         lease_seconds,
     )
     if row is not None:
-        return ClaimState(claimed=True, done_pk=None, holder=owner, catalog_version=row["catalog_version"])
+        return ClaimState(claimed=True, done_pk=None, catalog_version=row["catalog_version"])
     current = await conn.fetchrow(
         """
-        SELECT owner, conversation_pk, (SELECT version FROM catalog_version WHERE id = 1) AS catalog_version
+        SELECT conversation_pk, (SELECT version FROM catalog_version WHERE id = 1) AS catalog_version
         FROM generation_claims WHERE request_id = $1
         """,
         request_id,
     )
     if current is None:  # released between the two statements: try again
         return await try_claim(conn, request_id, owner, lease_seconds)
-    return ClaimState(
-        claimed=False,
-        done_pk=current["conversation_pk"],
-        holder=current["owner"],
-        catalog_version=current["catalog_version"],
+    return ClaimState(claimed=False, done_pk=current["conversation_pk"], catalog_version=current["catalog_version"])
+
+
+async def finish(conn: Connection, request_id: str, owner: str, conversation_pk: uuid.UUID) -> None:
+    """Points the claim at its stored conversation for good: repeats of the request_id get that conversation.
+
+    Run in the transaction that inserts the conversation, so a claim is done exactly when its conversation exists.
+    """
+    await conn.execute(
+        """
+        INSERT INTO generation_claims (request_id, owner, lease_expires_at, conversation_pk)
+        VALUES ($1, $2, 'infinity', $3)
+        ON CONFLICT (request_id) DO UPDATE
+            SET owner = EXCLUDED.owner, lease_expires_at = 'infinity', conversation_pk = EXCLUDED.conversation_pk
+        """,
+        request_id,
+        owner,
+        conversation_pk,
     )
 
 

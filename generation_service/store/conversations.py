@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from convgen.catalog.models import Tier
+from convgen.catalog.models import GenerationParameters, Tier
 from convgen.db.database import Connection
 
 
@@ -38,6 +38,13 @@ class NewConversation:
     cache_read_input_tokens: int
     cost_usd: Decimal
     validation_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> GenerationParameters:
+        """The parameters the conversation was generated from, with the template that served it."""
+        return GenerationParameters(
+            self.persona_id, self.emotional_arc_id, self.training_topic_id, self.tier, self.template_id
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,29 +87,20 @@ def _row(r: asyncpg.Record) -> ConversationRow:
     return ConversationRow(**values)
 
 
-async def insert_and_finish_claim(conn: Connection, new: NewConversation, *, owner: str) -> tuple[uuid.UUID, datetime]:
-    """Inserts a conversation and marks its request's claim done, in one statement; returns (pk, created_at).
+async def insert(conn: Connection, new: NewConversation) -> tuple[uuid.UUID, datetime]:
+    """Inserts a conversation; returns (pk, created_at).
 
     Raises asyncpg.UniqueViolationError when the request_id already has a conversation.
     """
     row = await conn.fetchrow(
         """
-        WITH inserted AS (
-            INSERT INTO conversations (
-                conversation_id, request_id, created_by, persona_id, emotional_arc_id, training_topic_id, tier,
-                template_id, processing_status, raw_bucket, raw_key, final_bucket, final_key, turn_count, model,
-                input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
-                validation_warnings)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-            RETURNING id, created_at
-        ), finished AS (
-            -- The claim now points at its result and never expires: repeats of the request_id get this row.
-            INSERT INTO generation_claims (request_id, owner, lease_expires_at, conversation_pk)
-            SELECT $2, $22, 'infinity', id FROM inserted
-            ON CONFLICT (request_id) DO UPDATE
-                SET owner = EXCLUDED.owner, lease_expires_at = 'infinity', conversation_pk = EXCLUDED.conversation_pk
-        )
-        SELECT id, created_at FROM inserted
+        INSERT INTO conversations (
+            conversation_id, request_id, created_by, persona_id, emotional_arc_id, training_topic_id, tier,
+            template_id, processing_status, raw_bucket, raw_key, final_bucket, final_key, turn_count, model,
+            input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
+            validation_warnings)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+        RETURNING id, created_at
         """,
         new.conversation_id,
         new.request_id,
@@ -125,7 +123,6 @@ async def insert_and_finish_claim(conn: Connection, new: NewConversation, *, own
         new.cache_read_input_tokens,
         new.cost_usd,
         new.validation_warnings,
-        owner,
     )
     assert row is not None
     return row["id"], row["created_at"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 from convgen.db.database import Connection
 
@@ -28,15 +27,6 @@ class GenerationFailure:
     raw_bucket: str | None
     raw_key: str | None
     model: str
-
-
-@dataclass(frozen=True)
-class FailureRow:
-    """A recorded failure."""
-
-    id: uuid.UUID
-    failure: GenerationFailure
-    created_at: datetime
 
 
 async def record(conn: Connection, f: GenerationFailure) -> uuid.UUID:
@@ -66,18 +56,3 @@ async def record(conn: Connection, f: GenerationFailure) -> uuid.UUID:
         f.model,
     )
     return failure_id
-
-
-async def for_request(conn: Connection, request_id: str) -> list[FailureRow]:
-    """Every failure recorded for a request_id, oldest first."""
-    rows = await conn.fetch(
-        "SELECT * FROM generation_failures WHERE request_id = $1 ORDER BY created_at, id", request_id
-    )
-    return [
-        FailureRow(
-            id=r["id"],
-            failure=GenerationFailure(**{k: r[k] for k in GenerationFailure.__dataclass_fields__}),
-            created_at=r["created_at"],
-        )
-        for r in rows
-    ]

@@ -858,8 +858,8 @@ async def _must_not_be_internal(world: World, name: str, request: Message) -> No
 @example(request=_forged(catalog_pb2.ListPersonasRequest(), {"k": "\x00"}))
 @example(request=_forged(catalog_pb2.ListTemplatesRequest(), {"k": "\ud800"}))
 async def test_regression_catalog_token_key_with_nul_or_surrogate(healthy_afterwards: World, request: Message) -> None:
-    """CatalogServicer._page passes the token's key to SQL unchecked: NUL -> CharacterNotInRepertoireError,
-    a lone surrogate -> DataError (UnicodeEncodeError); both leave as INTERNAL."""
+    """The catalog List RPCs once passed the page token's key to SQL unchecked: NUL raised
+    CharacterNotInRepertoireError, a lone surrogate DataError (UnicodeEncodeError), and both left as INTERNAL."""
     await _must_not_be_internal(healthy_afterwards, type(request).__name__.removesuffix("Request"), request)
 
 
@@ -868,7 +868,8 @@ async def test_regression_catalog_token_key_with_nul_or_surrogate(healthy_afterw
 @example(request=_forged(batch_pb2.ListBatchJobsRequest(), {"t": "0001-01-01T00:00:00+14:00", "id": s.NIL}))
 @example(request=_forged(batch_pb2.ListBatchJobsRequest(), {"t": "9999-12-31T23:59:59-14:00", "id": s.NIL}))
 async def test_regression_jobs_token_time_out_of_range(healthy_afterwards: World, request: Message) -> None:
-    """BatchServicer.ListBatchJobs: datetime.fromisoformat accepts it, asyncpg cannot encode it (DataError)."""
+    """ListBatchJobs once took a token time that datetime.fromisoformat accepts and asyncpg cannot encode
+    (DataError, so INTERNAL)."""
     await _must_not_be_internal(healthy_afterwards, "ListBatchJobs", request)
 
 
@@ -876,7 +877,7 @@ async def test_regression_jobs_token_time_out_of_range(healthy_afterwards: World
 @given(request=st.none())
 @example(request=_forged(generation_pb2.ListConversationsRequest(), {"t": "0001-01-01T00:00:00+14:00", "id": s.NIL}))
 async def test_regression_conversations_token_time_out_of_range(healthy_afterwards: World, request: Message) -> None:
-    """GenerationServicer.ListConversations: same as ListBatchJobs."""
+    """ListConversations once failed the same way as ListBatchJobs."""
     await _must_not_be_internal(healthy_afterwards, "ListConversations", request)
 
 
@@ -885,7 +886,7 @@ async def test_regression_conversations_token_time_out_of_range(healthy_afterwar
 @example(request=_forged(batch_pb2.ListBatchItemsRequest(job_id="@job:queued"), {"p": 2**31}))
 @example(request=_forged(batch_pb2.ListBatchItemsRequest(job_id="@job:queued"), {"p": 10**30}))
 async def test_regression_items_token_position_out_of_int32(healthy_afterwards: World, request: Message) -> None:
-    """BatchServicer.ListBatchItems: position_field(..., int) accepts any int; asyncpg's int4 encoder overflows."""
+    """ListBatchItems once took any int as the token's position, and asyncpg's int4 encoder overflowed."""
     await _must_not_be_internal(healthy_afterwards, "ListBatchItems", request)
 
 
@@ -917,10 +918,10 @@ EMOJI_ID = "😀" * 60
     )
 )
 async def test_regression_status_trailers_over_the_metadata_limit(healthy_afterwards: World, request: Message) -> None:
-    """abort_with caps the message at 4000 characters (not bytes; grpc-message is percent-encoded) and sends every
-    BadRequest violation in grpc-status-details-bin. Past the client's 8 KiB soft metadata limit the caller randomly,
-    past 16 KiB always, gets RESOURCE_EXHAUSTED 'Stream removed (received metadata size exceeds ... limit)' instead
-    of the INVALID_ARGUMENT naming the fields. About 25 malformed item_ids already cross the soft limit."""
+    """abort_with once capped the message at 4000 characters (not bytes; grpc-message is percent-encoded) and sent
+    every BadRequest violation in grpc-status-details-bin. Past the client's 8 KiB soft metadata limit the caller
+    randomly, past 16 KiB always, got RESOURCE_EXHAUSTED 'Stream removed (received metadata size exceeds ... limit)'
+    instead of the INVALID_ARGUMENT naming the fields; about 25 malformed item_ids crossed the soft limit."""
     name = type(request).__name__.removesuffix("Request")
     resolved = s.resolve(request, healthy_afterwards.known)
     answer = await send(healthy_afterwards, RPCS[name], resolved)
@@ -945,11 +946,11 @@ async def test_regression_ten_thousand_persona_ids_are_checked_without_stalling(
 
 
 async def test_regression_full_page_over_the_message_limit(postgres: PostgresForTests, tmp_path: Path) -> None:
-    """ListConversations accepts page_size up to MAX_PAGE_SIZE whatever the view, and builds the whole page. A FULL
-    page bigger than GRPC_MAX_MESSAGE_BYTES ends in RESOURCE_EXHAUSTED 'Sent message larger than max (N vs. M)'
-    (and an ExecuteBatchError logged by grpc), which names neither page_size nor view. With the defaults and the
-    offline model 1000 FULL conversations are 3.7 MB, just under 4 MiB; Claude's longer ones cross it. Shown here
-    with GRPC_MAX_MESSAGE_BYTES at its minimum (64 KiB) and 20 conversations of about 4 KB."""
+    """ListConversations once built the whole page whatever its size: a FULL page bigger than GRPC_MAX_MESSAGE_BYTES
+    ended in RESOURCE_EXHAUSTED 'Sent message larger than max (N vs. M)' (and an ExecuteBatchError logged by grpc),
+    which named neither page_size nor view. With the defaults and the offline model 1000 FULL conversations are
+    3.7 MB, just under 4 MiB; Claude's longer ones cross it. Shown here with GRPC_MAX_MESSAGE_BYTES at its minimum
+    (64 KiB) and 20 conversations of about 4 KB."""
     dsn = await postgres.create_database()
     try:
         settings = test_settings(dsn, tmp_path, grpc_max_message_bytes=64 * 1024)

@@ -74,6 +74,28 @@ async def test_too_many_items_is_invalid(services: Services, database_url: str) 
     await assert_no_job_written(database_url)
 
 
+async def test_auto_selection_must_find_a_template_for_every_arc(services: Services, database_url: str) -> None:
+    """The batch service checks auto-selection with the generation service's rule: an arc's template of another
+    tier serves it; an arc with no active template is refused before anything is written."""
+    (crisis,) = await fetch(database_url, "SELECT id FROM emotional_arcs WHERE arc_key = 'crisis_to_referral'")
+    combination = seed_combination()
+    del combination.emotional_arc_ids[:]
+    combination.emotional_arc_ids.append(str(crisis["id"]))  # its only template is edge_case; the job asks template
+    combination.template_id = ""
+    accepted = await services.batch_stub.CreateBatchJob(
+        batch_pb2.CreateBatchJobRequest(combination=combination, auto_start=False)
+    )
+    assert accepted.total_items == 4
+    for table in ("batch_job_events", "batch_items", "batch_jobs"):
+        await fetch(database_url, f"DELETE FROM {table}")
+    await fetch(database_url, "UPDATE prompt_templates SET active = false WHERE arc_key = 'crisis_to_referral'")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await services.batch_stub.CreateBatchJob(batch_pb2.CreateBatchJobRequest(combination=combination))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (caught.value.details() or "").startswith("no active prompt template serves arc(s) crisis_to_referral:")
+    await assert_no_job_written(database_url)
+
+
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [

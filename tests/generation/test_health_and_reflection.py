@@ -29,7 +29,7 @@ async def test_health_check_answers_serving(services: Services, service: str) ->
 
 
 async def test_health_watch_streams_through_the_interceptors(services: Services) -> None:
-    """Regression: Health/Watch writes with context.write() instead of yielding, and the interceptors broke it."""
+    """Regression: Health/Watch writes with context.write() instead of yielding, which the interceptors once broke."""
     assert services.generation_channel is not None
     call = health_pb2_grpc.HealthStub(services.generation_channel).Watch(
         health_pb2.HealthCheckRequest(service="convgen.v1.GenerationService")

@@ -28,9 +28,9 @@ from batch_service.domain import JobRow
 from batch_service.store import jobs as job_store
 from convgen.blobs import BlobNotFound
 from convgen.blobs.s3 import S3BlobStore
+from convgen.catalog.models import NIL_UUID
 from convgen.db.database import is_connectivity_error
 from convgen.v1 import batch_pb2, batch_pb2_grpc, common_pb2
-from convgen.validation import NIL_UUID
 from tests.batch.helpers import job_counters
 from tests.support.chaos import poll_until
 from tests.support.moto_s3 import FAKE_ACCESS_KEY_ID, FAKE_AWS_ENV, FAKE_REGION, FAKE_SECRET_ACCESS_KEY
