@@ -1,5 +1,4 @@
-"""The gRPC edge of DatasetService: validate requests up front (nothing written on error), read and list exports,
-stream their files."""
+"""The gRPC edge of DatasetService: check requests before writing anything, read and list exports, stream files."""
 
 from __future__ import annotations
 

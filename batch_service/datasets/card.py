@@ -145,6 +145,15 @@ def markdown(
             ],
         ),
         "",
+        *(
+            [
+                f"Cost unknown (model not in the price table) for {u.selected_unknown_cost} selected and "
+                f"{u.exported_unknown_cost} exported conversations; the costs above leave them out.",
+                "",
+            ]
+            if u.selected_unknown_cost
+            else []
+        ),
         "Models: " + (", ".join(f"{m.name} ({m.count})" for m in report.models) or "none") + ".",
         "",
         "## Validation",

@@ -247,7 +247,7 @@ class SelectedConversation:
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | None
     validation_warnings: list[str] = field(default_factory=list)
     created_at: datetime | None = None
 
@@ -284,7 +284,7 @@ class RowFacts:
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | None
 
     @classmethod
     def of(cls, row: SelectedConversation) -> RowFacts:
@@ -314,7 +314,7 @@ class RowFacts:
             self.output_tokens,
             self.cache_creation_input_tokens,
             self.cache_read_input_tokens,
-            str(self.cost_usd),
+            None if self.cost_usd is None else str(self.cost_usd),
         ]
 
     @classmethod
@@ -330,5 +330,5 @@ class RowFacts:
             output_tokens=data[6],
             cache_creation_input_tokens=data[7],
             cache_read_input_tokens=data[8],
-            cost_usd=Decimal(data[9]),
+            cost_usd=None if data[9] is None else Decimal(data[9]),
         )

@@ -108,8 +108,8 @@ def convgen_lineage(row: SelectedConversation, document: dict[str, Any], system_
             "cache_creation_input_tokens": row.cache_creation_input_tokens,
             "cache_read_input_tokens": row.cache_read_input_tokens,
         },
-        # A string keeps the database's exact NUMERIC value (a float would round micro-dollars).
-        "cost_usd": str(row.cost_usd),
+        # A string keeps the database's exact NUMERIC value (a float would round micro-dollars); null = unknown.
+        "cost_usd": None if row.cost_usd is None else str(row.cost_usd),
         "processing_status": row.processing_status,
         "validation_warnings": list(row.validation_warnings),
         "blobs": {

@@ -72,14 +72,18 @@ class UsageSum:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: Decimal = field(default_factory=Decimal)
+    unknown_cost: int = 0
 
     def add(self, row: RowFacts) -> None:
-        """Adds one conversation's usage."""
+        """Adds one conversation's usage (a cost the price table did not know is counted, not guessed)."""
         self.input_tokens += row.input_tokens
         self.output_tokens += row.output_tokens
         self.cache_creation_input_tokens += row.cache_creation_input_tokens
         self.cache_read_input_tokens += row.cache_read_input_tokens
-        self.cost_usd += row.cost_usd
+        if row.cost_usd is None:
+            self.unknown_cost += 1
+        else:
+            self.cost_usd += row.cost_usd
 
     def tokens(self) -> common_pb2.TokenUsage:
         """The token totals as a message."""
@@ -235,6 +239,8 @@ class ReportBuilder:
                 selected_cost_usd=float(self.selected_usage.cost_usd),
                 exported_usage=self.exported_usage.tokens(),
                 exported_cost_usd=float(self.exported_usage.cost_usd),
+                selected_unknown_cost=self.selected_usage.unknown_cost,
+                exported_unknown_cost=self.exported_usage.unknown_cost,
             ),
             models=[dataset_pb2.NamedCount(name=m, count=n) for m, n in sorted(self._models.items())],
             validation=[

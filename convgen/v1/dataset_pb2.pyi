@@ -893,10 +893,16 @@ class UsageTotals(_message.Message):
     SELECTED_COST_USD_FIELD_NUMBER: _builtins.int
     EXPORTED_USAGE_FIELD_NUMBER: _builtins.int
     EXPORTED_COST_USD_FIELD_NUMBER: _builtins.int
+    SELECTED_UNKNOWN_COST_FIELD_NUMBER: _builtins.int
+    EXPORTED_UNKNOWN_COST_FIELD_NUMBER: _builtins.int
     selected_cost_usd: _builtins.float
     """Cost in US dollars of every selected conversation."""
     exported_cost_usd: _builtins.float
     """Cost in US dollars of the exported conversations."""
+    selected_unknown_cost: _builtins.int
+    """Selected conversations whose cost is unknown (a model the price table does not know): not in the costs above."""
+    exported_unknown_cost: _builtins.int
+    """Exported conversations whose cost is unknown: not in exported_cost_usd."""
     @_builtins.property
     def selected_usage(self) -> _common_pb2.TokenUsage:
         """Tokens of every selected conversation."""
@@ -912,10 +918,12 @@ class UsageTotals(_message.Message):
         selected_cost_usd: _builtins.float = ...,
         exported_usage: _common_pb2.TokenUsage | None = ...,
         exported_cost_usd: _builtins.float = ...,
+        selected_unknown_cost: _builtins.int = ...,
+        exported_unknown_cost: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exported_usage", b"exported_usage", "selected_usage", b"selected_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exported_cost_usd", b"exported_cost_usd", "exported_usage", b"exported_usage", "selected_cost_usd", b"selected_cost_usd", "selected_usage", b"selected_usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exported_cost_usd", b"exported_cost_usd", "exported_unknown_cost", b"exported_unknown_cost", "exported_usage", b"exported_usage", "selected_cost_usd", b"selected_cost_usd", "selected_unknown_cost", b"selected_unknown_cost", "selected_usage", b"selected_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from batch_service.datasets.diversity import DiversityCounter, HyperLogLog
-from batch_service.datasets.domain import GroupBy, SelectedConversation
-from batch_service.datasets.formats import FormatRejected, bedrock_claude, chat_messages, sharegpt
+from batch_service.datasets.domain import GroupBy, RowFacts, SelectedConversation
+from batch_service.datasets.formats import FormatRejected, bedrock_claude, chat_messages, convgen_lineage, sharegpt
 from batch_service.datasets.near_duplicates import NearDuplicateIndex, lsh_shape
-from batch_service.datasets.report import median
+from batch_service.datasets.report import UsageSum, median
 from batch_service.datasets.split import LeakageGuard, Split, SplitLeakage, assign, split_key
 from batch_service.datasets.text_features import Vocabulary, shingle_hashes
 from convgen.catalog.models import Tier
@@ -187,3 +187,13 @@ def test_diversity_counts() -> None:
 )
 def test_median_of_a_histogram(values: list[int], expected: float) -> None:
     assert median(Counter(values)) == expected
+
+
+def test_an_unknown_cost_is_counted_not_added() -> None:
+    usage = UsageSum()
+    known = RowFacts.of(_row(cost_usd=Decimal("0.012345"), input_tokens=10))
+    unknown = RowFacts.of(_row(cost_usd=None, input_tokens=5))
+    for facts in (known, unknown, RowFacts.from_json(unknown.to_json())):
+        usage.add(facts)
+    assert (usage.cost_usd, usage.unknown_cost, usage.input_tokens) == (Decimal("0.012345"), 2, 20)
+    assert convgen_lineage(_row(cost_usd=None), {"turns": []}, "")["cost_usd"] is None

@@ -20,14 +20,24 @@ from tests.support.synthetic_dataset import write_job
 CONVERSATIONS = 6000
 
 
+async def _synthetic_job(database_url: str, tmp_path: Path, count: int) -> str:
+    store = FileBlobStore(tmp_path / "data" / "blobs")
+    await store.ensure_buckets(["conversation-files"])
+    job = await write_job(database_url, store, count, seed=5)
+    await store.close()
+    return str(job.job_id)
+
+
 @pytest.fixture
 async def synthetic_job(database_url: str, tmp_path: Path) -> str:
     """A completed job of 6,000 conversations written straight into the database and the file store."""
-    store = FileBlobStore(tmp_path / "data" / "blobs")
-    await store.ensure_buckets(["conversation-files"])
-    job = await write_job(database_url, store, CONVERSATIONS, seed=5)
-    await store.close()
-    return str(job.job_id)
+    return await _synthetic_job(database_url, tmp_path, CONVERSATIONS)
+
+
+@pytest.fixture
+async def small_synthetic_job(database_url: str, tmp_path: Path) -> str:
+    """A completed job of 1,000 conversations."""
+    return await _synthetic_job(database_url, tmp_path, 1000)
 
 
 def batch_process(database_url: str, workdir: Path, name: str) -> ServiceProcess:
@@ -112,7 +122,8 @@ async def _wait_for_progress(
 
 
 @pytest.mark.timeout(300)
-async def test_two_replicas_run_each_export_once(database_url: str, tmp_path: Path, synthetic_job: str) -> None:
+async def test_two_replicas_run_each_export_once(database_url: str, tmp_path: Path, small_synthetic_job: str) -> None:
+    synthetic_job = small_synthetic_job
     replicas = [batch_process(database_url, tmp_path, f"batch-{n}") for n in range(2)]
     for replica in replicas:
         await replica.start()
