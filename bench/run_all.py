@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import concurrency, overhead, progress_latency, rate_limit, scale
+from bench import concurrency, dataset_export, overhead, progress_latency, rate_limit, scale
 from bench.cluster import ClusterPool
 from bench.report import Row, note, result_line
 from bench.runner import run_until_done, with_cluster_pool
@@ -41,6 +41,7 @@ BENCHMARKS: list[tuple[str, ModuleType]] = [
     (rate_limit.NAME, rate_limit),
     (progress_latency.NAME, progress_latency),
     (scale.NAME, scale),
+    (dataset_export.NAME, dataset_export),
 ]
 DEFAULT_OUTPUT = ROOT / "docs" / "performance.md"
 BEFORE_AFTER_HEADING = "## Before/after"

@@ -1,22 +1,15 @@
-"""Model text to a validated conversation: JSON extraction, the blocking/warning schema rules and the JSONL form."""
+"""Model text to a validated conversation: JSON extraction, then the rules of convgen.conversation_rules."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from dataclasses import dataclass
+from typing import Any
 
-from convgen.errors import InvalidArgument
+from convgen.conversation_rules import validate_conversation
 from generation_service.model.errors import ModelOutputInvalid
 
-ROLES = ("user", "assistant")
-REQUIRED_METADATA = ("client_persona", "session_context", "conversation_phase")
-MIN_TURNS = 2
-SHORT_CONTENT_CHARS = 20
-EXTREME_LOW = 0.05
-EXTREME_HIGH = 0.95
 SHOWN_FINDINGS = 5
 QUOTED_CHARS = 80
 
@@ -26,19 +19,6 @@ _MAX_EMBEDDED_ATTEMPTS = 8
 
 class JsonNotFound(ValueError):
     """No JSON value could be extracted from a text."""
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """What is wrong with a conversation: blocking findings reject it, warnings only flag it."""
-
-    blocking: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing blocks the conversation."""
-        return not self.blocking
 
 
 @dataclass(frozen=True)
@@ -75,23 +55,6 @@ def extract_json(text: str) -> object:
     raise JsonNotFound("no JSON value found: not plain JSON, not in a code fence, no parseable {...} object")
 
 
-def validate_conversation(document: object) -> ValidationReport:
-    """Applies the blocking and warning rules of a generated conversation (see docs/domain.md)."""
-    report = ValidationReport()
-    if not isinstance(document, dict):
-        report.blocking.append(f"the response is not a JSON object (got {_json_type(document)})")
-        return report
-    _check_metadata(document.get("conversation_metadata"), report)
-    turns = document.get("turns")
-    if not isinstance(turns, list):
-        report.blocking.append(
-            "missing turns array" if turns is None else f"turns is {_json_type(turns)}, not an array"
-        )
-        return report
-    _check_turns(turns, report)
-    return report
-
-
 def parse_conversation(text: str, stop_reason: str | None) -> ParsedConversation:
     """Extracts and validates a conversation; raises ModelOutputInvalid (truncated, unparseable, schema-invalid)."""
     if stop_reason == "max_tokens":
@@ -124,25 +87,6 @@ def parse_conversation(text: str, stop_reason: str | None) -> ParsedConversation
         )
     assert isinstance(document, dict)
     return ParsedConversation(document=document, warnings=report.warnings, turn_count=len(document["turns"]))
-
-
-def to_training_example(document: dict[str, Any], system_prompt: str) -> dict[str, Any]:
-    """The JSON Lines chat form: a system message, then the turns in order, and the conversation's metadata."""
-    report = validate_conversation(document)
-    if report.blocking:
-        raise InvalidArgument(f"conversation cannot be exported: {'; '.join(report.blocking[:SHOWN_FINDINGS])}")
-    turns = sorted(document["turns"], key=lambda turn: turn["turn_number"])
-    messages = [{"role": "system", "content": system_prompt}]
-    messages.extend({"role": turn["role"], "content": turn["content"]} for turn in turns)
-    metadata: dict[str, Any] = dict(document["conversation_metadata"])
-    for key, value in document.items():
-        if key not in ("conversation_metadata", "turns"):
-            metadata.setdefault(key, value)
-    metadata["turn_count"] = len(turns)
-    metadata["emotional_trajectory"] = [
-        turn["emotional_context"]["primary_emotion"] for turn in turns if turn["role"] == "user"
-    ]
-    return {"messages": messages, "metadata": metadata}
 
 
 _NOTHING = object()
@@ -214,143 +158,3 @@ def _matching_brace(text: str, start: int) -> int:
             if depth == 0:
                 return index
     return -1
-
-
-def _check_metadata(metadata: object, report: ValidationReport) -> None:
-    """Blocking: missing metadata or required fields; warning: missing expected_outcome."""
-    if not isinstance(metadata, dict):
-        report.blocking.append(
-            "missing conversation_metadata"
-            if metadata is None
-            else f"conversation_metadata is {_json_type(metadata)}, not an object"
-        )
-        return
-    for key in REQUIRED_METADATA:
-        if not _non_empty_text(metadata.get(key)):
-            report.blocking.append(f"missing conversation_metadata.{key}")
-    if not _non_empty_text(metadata.get("expected_outcome")):
-        report.warnings.append("missing conversation_metadata.expected_outcome")
-
-
-def _check_turns(turns: list[Any], report: ValidationReport) -> None:
-    """Blocking and warning rules for the turns array and each turn in it."""
-    if len(turns) < MIN_TURNS:
-        report.blocking.append(f"only {len(turns)} turn{'' if len(turns) == 1 else 's'}; at least {MIN_TURNS} required")
-    numbers: list[int] = []
-    previous_role: object = None
-    for position, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict):
-            report.blocking.append(f"turn at position {position}: is {_json_type(turn)}, not an object")
-            previous_role = None
-            continue
-        label = _turn_label(turn, position)
-        number = turn.get("turn_number")
-        if _is_int(number) and number > 0:
-            numbers.append(number)
-        elif number is None:
-            report.blocking.append(f"{label}: missing turn_number")
-        else:
-            report.blocking.append(f"{label}: turn_number {_shown(number)} is not a positive integer")
-        role = turn.get("role")
-        _check_role(label, role, previous_role, report)
-        previous_role = role
-        _check_content(label, turn.get("content"), report)
-        _check_emotion(label, turn.get("emotional_context"), report)
-    if numbers and numbers != list(range(1, len(numbers) + 1)):
-        report.warnings.append(f"turn numbers are not sequential from 1 (got {_numbers_shown(numbers)})")
-    last = turns[-1] if turns else None
-    if isinstance(last, dict) and last.get("role") == "user":
-        report.warnings.append(f"{_turn_label(last, len(turns))}: the conversation ends on a user turn")
-
-
-def _check_role(label: str, role: object, previous_role: object, report: ValidationReport) -> None:
-    """Blocking: missing role or one other than user/assistant; warning: the same role twice in a row."""
-    if role is None:
-        report.blocking.append(f"{label}: missing role (user or assistant)")
-    elif role not in ROLES:
-        report.blocking.append(f"{label}: role {_shown(role)} is not user or assistant")
-    elif role == previous_role:
-        report.warnings.append(f"{label}: role '{role}' repeats the previous turn's role (roles should alternate)")
-
-
-def _check_content(label: str, content: object, report: ValidationReport) -> None:
-    """Blocking: empty or non-text content; warning: very short content."""
-    if content is not None and not isinstance(content, str):
-        report.blocking.append(f"{label}: content is {_json_type(content)}, not text")
-        return
-    if not _non_empty_text(content):
-        report.blocking.append(f"{label}: content is empty")
-        return
-    length = len(content.strip())
-    if length < SHORT_CONTENT_CHARS:
-        report.warnings.append(f"{label}: content is very short ({length} characters)")
-
-
-def _check_emotion(label: str, emotion: object, report: ValidationReport) -> None:
-    """Blocking: missing emotional_context, primary_emotion or intensity, intensity outside 0..1; warnings."""
-    if not isinstance(emotion, dict):
-        report.blocking.append(f"{label}: missing emotional_context")
-        return
-    if not _non_empty_text(emotion.get("primary_emotion")):
-        report.blocking.append(f"{label}: missing emotional_context.primary_emotion")
-    if not _non_empty_text(emotion.get("secondary_emotion")):
-        report.warnings.append(f"{label}: missing emotional_context.secondary_emotion")
-    intensity = emotion.get("intensity")
-    if intensity is None:
-        report.blocking.append(f"{label}: missing emotional_context.intensity")
-    elif not _is_number(intensity):
-        report.blocking.append(f"{label}: intensity {_shown(intensity)} is not a number")
-    elif not 0.0 <= intensity <= 1.0:
-        report.blocking.append(f"{label}: intensity {intensity} is outside 0..1")
-    elif intensity < EXTREME_LOW or intensity > EXTREME_HIGH:
-        report.warnings.append(f"{label}: intensity {intensity} is extreme (outside {EXTREME_LOW}..{EXTREME_HIGH})")
-
-
-def _turn_label(turn: dict[str, Any], position: int) -> str:
-    """'turn N' by its turn_number when that is a positive integer, else 'turn at position P'."""
-    number = turn.get("turn_number")
-    return f"turn {number}" if _is_int(number) and number > 0 else f"turn at position {position}"
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    """True for a JSON integer (bool excluded)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    """True for a finite JSON number (bool excluded)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _non_empty_text(value: object) -> TypeGuard[str]:
-    """True for a string with something other than whitespace."""
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of a parsed value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _shown(value: object) -> str:
-    """A value as JSON for a message, with single quotes, cut short when long."""
-    text = json.dumps(value, ensure_ascii=False).replace('"', "'")
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _numbers_shown(numbers: list[int]) -> str:
-    """The turn numbers, cut short when there are many."""
-    shown = ", ".join(str(n) for n in numbers[:12])
-    return shown + (", ..." if len(numbers) > 12 else "")

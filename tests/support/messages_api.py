@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -347,11 +347,19 @@ def _validate_body(body: Any) -> None:
             raise _Rejection(400, "invalid_request_error", f"system.{index}: must be a text block with a text field")
 
 
+# Writes the text of an OK reply from the request body, instead of the default conversation (see replies=).
+ReplyWriter = Callable[[Mapping[str, Any]], str]
+
+
 class FakeMessagesApi:
     """An in-process aiohttp server imitating ``POST /v1/messages``, with fault injection and request records."""
 
-    def __init__(self, config: FakeApiConfig | None = None, *, verbose: bool = False) -> None:
+    def __init__(
+        self, config: FakeApiConfig | None = None, *, verbose: bool = False, replies: ReplyWriter | None = None
+    ) -> None:
         self.config = config if config is not None else FakeApiConfig()
+        # Serves a scripted corpus (e.g. tests/support/near_duplicates.py) for OK replies; faults are unchanged.
+        self._replies = replies
         self.config.validate()
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
@@ -643,7 +651,10 @@ class FakeMessagesApi:
 
     def _reply(self, body: Mapping[str, Any], fault: Fault, message_id: str, headers: dict[str, str]) -> web.Response:
         """A 200 Messages API response for an ok-like fault."""
-        text = _reply_text(fault, _excerpt(body["messages"]))
+        if self._replies is not None and fault is Fault.OK:
+            text = self._replies(body)
+        else:
+            text = _reply_text(fault, _excerpt(body["messages"]))
         usage = self._usage(body, len(text))
         stop_reason = "end_turn"
         if fault is Fault.TRUNCATED:
