@@ -3,17 +3,17 @@
 Reviewed by hand: add a name here only with the reason it is used. Code nothing uses is deleted instead.
 """
 
+from batch_service.datasets.near_duplicates import NearDuplicateIndex
 from clients.client import ConvgenClient, _Page
 from clients.watch import BatchJobWatch
 from convgen.blobs import s3
 from convgen.catalog.loader import _Entry
+from convgen.conversation_rules import ValidationReport
+from convgen.conversation_schema import Conversation, EmotionalContext
 from convgen.db.embedded import EmbeddedPostgres
 from convgen.rpc.wrapping import WrappingInterceptor
 from convgen.settings import Settings, environment_variable_names
-from generation_service.conversation_format import ADVISOR_SYSTEM_PROMPT
-from generation_service.conversation_schema import Conversation, EmotionalContext
 from generation_service.generator import ConversationGenerator
-from generation_service.parsing import ValidationReport, to_training_example
 
 _ = object()  # stands for "any object" below: vulture matches attribute names, whatever their owner
 
@@ -51,7 +51,4 @@ environment_variable_names  # tests check deployment files and child-process env
 ConversationGenerator.prefix_check
 ConversationGenerator.checks_done
 ValidationReport.ok  # tests/test_parsing.py asserts on parse reports with it
-# The JSON Lines training form of a stored conversation and its system prompt: tested in tests/test_parsing.py;
-# the dataset export (issue 13) is their caller.
-to_training_example
-ADVISOR_SYSTEM_PROMPT
+NearDuplicateIndex.memory_bytes  # bench/dataset_export.py reports the signatures' size

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import grpc
 
 from batch_service.api import BatchServicer
+from batch_service.datasets.api import DatasetLimits, DatasetServicer
+from batch_service.datasets.runner import ExportRunner, RunnerConfig
 from batch_service.engine import BatchEngine, EngineConfig
 from batch_service.event_feed import JobFeeds
 from batch_service.generation_client import GenerationClient, open_channel
@@ -22,11 +24,12 @@ from convgen.db.bootstrap import DatabaseHandle, open_database
 from convgen.rpc.auth import auth_interceptor
 from convgen.rpc.server import ServiceHost, freeze_startup_objects, wait_for_termination_signal
 from convgen.settings import Settings
-from convgen.v1 import batch_pb2, batch_pb2_grpc
+from convgen.v1 import batch_pb2, batch_pb2_grpc, dataset_pb2, dataset_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 BATCH_SERVICE = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
+DATASET_SERVICE = dataset_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name
 
 
 @dataclass
@@ -38,6 +41,7 @@ class BatchApp:
     notifications: Notifications
     feeds: JobFeeds
     logs: LogUploader
+    exports: ExportRunner
     client: GenerationClient
     owned_db: DatabaseHandle | None
     owned_blobs: BlobStore | None
@@ -86,6 +90,18 @@ class BatchApp:
                 breaker_failures=settings.batch_breaker_failures,
             ),
         )
+        exports = ExportRunner(
+            handle.db,
+            store,
+            RunnerConfig(
+                owner=engine.owner,
+                bucket=settings.dataset_bucket,
+                lease_seconds=settings.dataset_lease_seconds,
+                poll_seconds=settings.dataset_poll_seconds,
+                read_concurrency=settings.dataset_read_concurrency,
+                spool_dir=settings.dataset_spool_dir,
+            ),
+        )
         notifications = Notifications(handle.dsn, on_work=engine.wake)
         feeds = JobFeeds(handle.db, notifications)
         host = ServiceHost(
@@ -110,9 +126,20 @@ class BatchApp:
             ),
             BATCH_SERVICE,
         )
+        host.add(
+            dataset_pb2_grpc.add_DatasetServiceServicer_to_server,
+            DatasetServicer(
+                handle.db,
+                store,
+                exports,
+                DatasetLimits(max_page_size=settings.max_page_size, max_message_bytes=settings.grpc_max_message_bytes),
+            ),
+            DATASET_SERVICE,
+        )
         notifications.start()
         logs.start()
         engine.start()
+        exports.start()
         await host.start(settings.batch_port if port is None else port)
         logger.info("batch engine %s started (generation target %s)", engine.owner, settings.generation_target)
         return cls(
@@ -121,6 +148,7 @@ class BatchApp:
             notifications=notifications,
             feeds=feeds,
             logs=logs,
+            exports=exports,
             client=client,
             owned_db=handle if database is None else None,
             owned_blobs=store if blobs is None else None,
@@ -128,7 +156,7 @@ class BatchApp:
 
     async def stop(self, grace: float) -> None:
         """Stops calls and claims, lets in-flight work finish within grace, releases the rest, closes everything."""
-        await asyncio.gather(self.host.stop(grace), self.engine.stop(grace))
+        await asyncio.gather(self.host.stop(grace), self.engine.stop(grace), self.exports.stop())
         await self.feeds.close()
         await self.logs.stop()
         await self.notifications.stop()

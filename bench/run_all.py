@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import concurrency, cost, output_pacing, overhead, progress_latency, rate_limit, scale
+from bench import concurrency, cost, dataset_export, output_pacing, overhead, progress_latency, rate_limit, scale
 from bench.cluster import ClusterPool
 from bench.report import Row, note, result_line
 from bench.runner import run_until_done, with_cluster_pool
@@ -43,6 +43,7 @@ BENCHMARKS: list[tuple[str, ModuleType]] = [
     (progress_latency.NAME, progress_latency),
     (scale.NAME, scale),
     (cost.NAME, cost),
+    (dataset_export.NAME, dataset_export),
 ]
 DEFAULT_OUTPUT = ROOT / "docs" / "performance.md"
 BEFORE_AFTER_HEADING = "## Before/after"

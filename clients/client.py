@@ -1,4 +1,4 @@
-"""ConvgenClient: typed asyncio access to GenerationService, CatalogService and BatchService."""
+"""ConvgenClient: typed asyncio access to GenerationService, CatalogService, BatchService and DatasetService."""
 
 # Every call takes a gRPC deadline (sent to the server), not an asyncio timeout.
 # ruff: noqa: ASYNC109
@@ -29,6 +29,14 @@ from clients.arguments import (
     tier_value,
 )
 from clients.catalog_index import Catalog
+from clients.datasets import (
+    ExportFormatLike,
+    GroupByLike,
+    download_files,
+    export_format_value,
+    export_selection,
+    group_by_value,
+)
 from clients.errors import ConvgenRpcError
 from clients.watch import BatchJobWatch
 from convgen.rpc.channel import channel_options
@@ -38,6 +46,8 @@ from convgen.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
     common_pb2,
+    dataset_pb2,
+    dataset_pb2_grpc,
     generation_pb2,
     generation_pb2_grpc,
 )
@@ -93,6 +103,7 @@ class ConvgenClient:
         self._generation = generation_pb2_grpc.GenerationServiceStub(generation_channel) if generation_channel else None
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(generation_channel) if generation_channel else None
         self._batch = batch_pb2_grpc.BatchServiceStub(batch_channel) if batch_channel else None
+        self._datasets = dataset_pb2_grpc.DatasetServiceStub(batch_channel) if batch_channel else None
         self._catalog_cache: Catalog | None = None
 
     # --- construction -------------------------------------------------------------------------------------------
@@ -220,6 +231,11 @@ class ConvgenClient:
         if self._batch is None:
             raise _no_target("batch")
         return self._batch
+
+    def _dataset_stub(self) -> dataset_pb2_grpc.DatasetServiceAsyncStub:
+        if self._datasets is None:
+            raise _no_target("batch")
+        return self._datasets
 
     @staticmethod
     async def _walk(
@@ -678,6 +694,124 @@ class ConvgenClient:
         """The job's log text and where its blob is uploaded (batch-logs/{job_id}/log.txt)."""
         request = batch_pb2.GetBatchJobLogRequest(job_id=job_id)
         return await self._unary(self._batch_stub().GetBatchJobLog, request, timeout)
+
+    # --- DatasetService (served by the batch service) ------------------------------------------------------------
+
+    async def create_export(
+        self,
+        job_ids: Sequence[str],
+        *,
+        format: ExportFormatLike,
+        selection: dataset_pb2.ExportSelection | None = None,
+        system_prompt: str = "",
+        eval_fraction: float = 0.0,
+        group_by: GroupByLike = "none",
+        seed: int = 0,
+        drop_near_duplicates: bool = False,
+        near_duplicate_threshold: float | None = None,
+        report_only: bool = False,
+        include_running: bool = False,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> dataset_pb2.Export:
+        """Starts a durable export of the jobs' conversations (CreateExport); idempotent on request_id.
+
+        Args:
+            job_ids: UUIDs of the batch jobs whose completed items are exported.
+            format: 'chat' (OpenAI/TRL messages), 'sharegpt', 'bedrock' (Bedrock Claude) or 'convgen' (lineage).
+            selection: instead of job_ids and include_running, a full ExportSelection (filters: tiers, persona /
+                arc / topic ids, created window); see clients.datasets.export_selection.
+            system_prompt: the system prompt of every line; empty = convgen's advisor prompt.
+            eval_fraction: share of conversations (or groups) in eval.jsonl, 0..0.5.
+            group_by: 'none', 'persona', 'arc' or 'topic': what never spans both splits.
+            seed: seed of the split; the same selection and seed give byte-identical files.
+            drop_near_duplicates: keep one conversation per near-duplicate cluster (the earliest).
+            near_duplicate_threshold: Jaccard threshold in (0, 1]; None = 0.8.
+            report_only: compute the report without writing files.
+            include_running: accept jobs that have not ended (their completed items so far).
+            request_id: idempotency key.
+            timeout: deadline in seconds (default default_timeout).
+        """
+        request = dataset_pb2.CreateExportRequest(
+            request_id=request_id,
+            selection=selection or export_selection(job_ids, include_running=include_running),
+            format=export_format_value(format),
+            system_prompt=system_prompt,
+            split=dataset_pb2.ExportSplit(eval_fraction=eval_fraction, group_by=group_by_value(group_by), seed=seed),
+            quality_gate=dataset_pb2.QualityGate(drop_near_duplicates=drop_near_duplicates),
+            report_only=report_only,
+        )
+        if near_duplicate_threshold is not None:
+            request.quality_gate.near_duplicate_threshold = near_duplicate_threshold
+        return await self._unary(self._dataset_stub().CreateExport, request, timeout)
+
+    async def get_export(
+        self, export_id: str, *, full: bool = True, timeout: float | None = None
+    ) -> dataset_pb2.Export:
+        """One export: state, counts, files and (full view) the report and a sample of dropped rows."""
+        view = dataset_pb2.EXPORT_VIEW_FULL if full else dataset_pb2.EXPORT_VIEW_BASIC
+        request = dataset_pb2.GetExportRequest(export_id=export_id, view=view)
+        return await self._unary(self._dataset_stub().GetExport, request, timeout)
+
+    async def list_exports(
+        self, *, page_size: int = 0, page_token: str = "", full: bool = False, timeout: float | None = None
+    ) -> dataset_pb2.ListExportsResponse:
+        """One page of exports, newest first (page_size 1..1000, 0 = 50); full adds each report."""
+        view = dataset_pb2.EXPORT_VIEW_FULL if full else dataset_pb2.EXPORT_VIEW_BASIC
+        request = dataset_pb2.ListExportsRequest(page_size=page_size, page_token=page_token, view=view)
+        return await self._unary(self._dataset_stub().ListExports, request, timeout)
+
+    def iter_exports(self, *, page_size: int = 0, full: bool = False) -> AsyncIterator[dataset_pb2.Export]:
+        """Every export, newest first, page after page."""
+        return self._walk(
+            lambda token: self.list_exports(page_size=page_size, page_token=token, full=full),
+            lambda page: page.exports,
+        )
+
+    async def read_export_file(
+        self, export_id: str, name: str, *, offset: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[dataset_pb2.ExportFileChunk]:
+        """Streams one file of a succeeded export (train.jsonl, eval.jsonl, manifest.json, report.md) from offset.
+
+        The deadline (default: none) covers the whole stream.
+        """
+        request = dataset_pb2.ReadExportFileRequest(export_id=export_id, name=name, offset=offset)
+        call = self._dataset_stub().ReadExportFile(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as error:
+            raise ConvgenRpcError.from_call(error) from None
+        finally:
+            call.cancel()
+
+    async def wait_export(
+        self,
+        export_id: str,
+        *,
+        poll_seconds: float = 0.5,
+        on_progress: Callable[[dataset_pb2.Export], Any] | None = None,
+    ) -> dataset_pb2.Export:
+        """Polls GetExport until the export has succeeded or failed; on_progress sees each poll."""
+        while True:
+            export = await self.get_export(export_id, full=False)
+            if on_progress is not None:
+                on_progress(export)
+            if export.state in (dataset_pb2.EXPORT_STATE_SUCCEEDED, dataset_pb2.EXPORT_STATE_FAILED):
+                return await self.get_export(export_id)
+            await asyncio.sleep(poll_seconds)
+
+    async def download_export(
+        self, export_id: str, directory: str | Path, *, names: Sequence[str] | None = None
+    ) -> list[Path]:
+        """Downloads a succeeded export's files (all, or the named ones) into directory, each checked against its
+        SHA-256; an interrupted download resumes where it stopped. Returns the paths written."""
+        export = await self.get_export(export_id, full=False)
+
+        def read(export_id: str, name: str, offset: int) -> AsyncIterator[dataset_pb2.ExportFileChunk]:
+            return self.read_export_file(export_id, name, offset=offset)
+
+        return await download_files(export, Path(directory), read, names=names)
 
 
 def _no_target(which: str) -> ConvgenRpcError:

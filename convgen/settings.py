@@ -196,6 +196,30 @@ class Settings(BaseSettings):
         "the same provider-side reason (bad API key, unknown model, no credit, rejected template).",
     )
 
+    # --- dataset exports (DatasetService, run by the batch service) -------------------------------------------
+    dataset_bucket: str = Field(
+        default="datasets",
+        description="Bucket for dataset exports ({export_id}/train.jsonl, eval.jsonl, manifest.json, report.md).",
+    )
+    dataset_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Lease on a running export; renewed while it runs, taken over by another replica when it expires.",
+    )
+    dataset_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait between looks for exports to run (CreateExport wakes its own replica at once).",
+    )
+    dataset_read_concurrency: int = Field(
+        default=32, ge=1, le=1024, description="Conversation blobs one export reads at once."
+    )
+    dataset_spool_dir: Path | None = Field(
+        default=None,
+        description="Directory of an export's temporary spool file (about the size of its output); default the "
+        "system temp directory.",
+    )
+
     # --- security ----------------------------------------------------------------------------------------------
     auth_tokens: SecretStr | None = Field(
         default=None,

@@ -1,4 +1,4 @@
-"""The fixed instructions sent with every generation (prompt-cached) and the advisor prompt used in exports."""
+"""The fixed instructions sent with every generation (prompt-cached)."""
 
 from __future__ import annotations
 
@@ -106,12 +106,3 @@ the JSON rather than write long turns;
 
 Respond with the JSON object only.
 """
-
-ADVISOR_SYSTEM_PROMPT: Final = (
-    "You are a warm, competent fee-only financial planner. You listen first, reflect what the client feels, and "
-    "explain options plainly with the client's own numbers. You sell nothing and never recommend specific products "
-    "or securities, and you are honest about risk and uncertainty. You suggest a CPA, attorney or doctor for detailed "
-    "tax, legal or medical questions. If a client is in crisis you pause the financial topic and refer them to crisis "
-    "resources (in the US, call or text 988); if a client is abusive you set a calm, respectful boundary; if a client "
-    "is overwhelmed you help them choose one next step."
-)

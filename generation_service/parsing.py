@@ -1,23 +1,15 @@
-"""Model text to a validated conversation: JSON extraction, the blocking rules (the Conversation model), the warnings,
-and the JSONL form."""
+"""Model text to a validated conversation: JSON extraction, then the rules of convgen.conversation_rules."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
-
-from convgen.errors import InvalidArgument
-from generation_service.conversation_schema import MIN_TURNS, Conversation
+from convgen.conversation_rules import validate_conversation
 from generation_service.model.errors import ModelOutputInvalid
 
-SHORT_CONTENT_CHARS = 20
-EXTREME_LOW = 0.05
-EXTREME_HIGH = 0.95
 SHOWN_FINDINGS = 5
 QUOTED_CHARS = 80
 
@@ -27,19 +19,6 @@ _MAX_EMBEDDED_ATTEMPTS = 8
 
 class JsonNotFound(ValueError):
     """No JSON value could be extracted from a text."""
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """What is wrong with a conversation: blocking findings reject it, warnings only flag it."""
-
-    blocking: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing blocks the conversation."""
-        return not self.blocking
 
 
 @dataclass(frozen=True)
@@ -76,22 +55,6 @@ def extract_json(text: str) -> object:
     raise JsonNotFound("no JSON value found: not plain JSON, not in a code fence, no parseable {...} object")
 
 
-def validate_conversation(document: object) -> ValidationReport:
-    """Applies the blocking rules (the Conversation model) and the warning rules of docs/domain.md."""
-    report = ValidationReport()
-    if not isinstance(document, dict):
-        report.blocking.append(f"the response is not a JSON object (got {_json_type(document)})")
-        return report
-    try:
-        Conversation.model_validate(document)
-    except ValidationError as error:
-        report.blocking.extend(dict.fromkeys(_finding(document, e) for e in error.errors()))
-        return report
-    _warn_metadata(document["conversation_metadata"], report)
-    _warn_turns(document["turns"], report)
-    return report
-
-
 def parse_conversation(text: str, stop_reason: str | None) -> ParsedConversation:
     """Extracts and validates a conversation; raises ModelOutputInvalid (truncated, unparseable, schema-invalid)."""
     if stop_reason == "max_tokens":
@@ -124,25 +87,6 @@ def parse_conversation(text: str, stop_reason: str | None) -> ParsedConversation
         )
     assert isinstance(document, dict)
     return ParsedConversation(document=document, warnings=report.warnings, turn_count=len(document["turns"]))
-
-
-def to_training_example(document: dict[str, Any], system_prompt: str) -> dict[str, Any]:
-    """The JSON Lines chat form: a system message, then the turns in order, and the conversation's metadata."""
-    report = validate_conversation(document)
-    if report.blocking:
-        raise InvalidArgument(f"conversation cannot be exported: {'; '.join(report.blocking[:SHOWN_FINDINGS])}")
-    turns = sorted(document["turns"], key=lambda turn: turn["turn_number"])
-    messages = [{"role": "system", "content": system_prompt}]
-    messages.extend({"role": turn["role"], "content": turn["content"]} for turn in turns)
-    metadata: dict[str, Any] = dict(document["conversation_metadata"])
-    for key, value in document.items():
-        if key not in ("conversation_metadata", "turns"):
-            metadata.setdefault(key, value)
-    metadata["turn_count"] = len(turns)
-    metadata["emotional_trajectory"] = [
-        turn["emotional_context"]["primary_emotion"] for turn in turns if turn["role"] == "user"
-    ]
-    return {"messages": messages, "metadata": metadata}
 
 
 _NOTHING = object()
@@ -214,131 +158,3 @@ def _matching_brace(text: str, start: int) -> int:
             if depth == 0:
                 return index
     return -1
-
-
-def _finding(document: dict[str, Any], error: ErrorDetails) -> str:
-    """One blocking finding in words, from a validation error of the Conversation model."""
-    loc, kind, value = error["loc"], error["type"], error.get("input")
-    missing = kind == "missing"
-    if loc[0] == "conversation_metadata":
-        if len(loc) == 1:
-            return (
-                "missing conversation_metadata"
-                if missing
-                else f"conversation_metadata is {_json_type(value)}, not an object"
-            )
-        return f"missing conversation_metadata.{loc[1]}"
-    if loc[0] == "turns":
-        if len(loc) == 1:
-            if missing:
-                return "missing turns array"
-            if kind == "too_short":
-                count = len(value) if isinstance(value, list) else 0
-                return f"only {count} turn{'' if count == 1 else 's'}; at least {MIN_TURNS} required"
-            return f"turns is {_json_type(value)}, not an array"
-        position = int(loc[1]) + 1
-        turn = document["turns"][position - 1]
-        if len(loc) == 2:
-            return f"turn at position {position}: is {_json_type(value)}, not an object"
-        return f"{_turn_label(turn, position)}: {_turn_problem(loc[2:], kind, value)}"
-    return f"{'.'.join(str(part) for part in loc)}: {error['msg']}"
-
-
-def _turn_problem(loc: tuple[int | str, ...], kind: str, value: object) -> str:
-    """What is wrong with one field of a turn."""
-    missing = kind == "missing"
-    field = loc[0]
-    if field == "turn_number":
-        return "missing turn_number" if missing else f"turn_number {_shown(value)} is not a positive integer"
-    if field == "role":
-        return "missing role (user or assistant)" if missing else f"role {_shown(value)} is not user or assistant"
-    if field == "content":
-        return f"content is {_json_type(value)}, not text" if kind == "string_type" else "content is empty"
-    if len(loc) == 1:
-        return "missing emotional_context"
-    emotion_field = loc[1]
-    if emotion_field == "intensity":
-        if missing:
-            return "missing emotional_context.intensity"
-        if kind in ("greater_than_equal", "less_than_equal"):
-            return f"intensity {value} is outside 0..1"
-        return f"intensity {_shown(value)} is not a number"
-    if emotion_field == "secondary_emotion":
-        return f"emotional_context.secondary_emotion {_shown(value)} is not text"
-    return f"missing emotional_context.{emotion_field}"
-
-
-def _warn_metadata(metadata: dict[str, Any], report: ValidationReport) -> None:
-    """Warning: missing expected_outcome."""
-    if not _non_empty_text(metadata.get("expected_outcome")):
-        report.warnings.append("missing conversation_metadata.expected_outcome")
-
-
-def _warn_turns(turns: list[dict[str, Any]], report: ValidationReport) -> None:
-    """Warnings: numbering, alternation, short content, extreme intensity, no secondary emotion, user last."""
-    previous_role: object = None
-    for position, turn in enumerate(turns, start=1):
-        label = _turn_label(turn, position)
-        role = turn["role"]
-        if role == previous_role:
-            report.warnings.append(f"{label}: role '{role}' repeats the previous turn's role (roles should alternate)")
-        previous_role = role
-        length = len(turn["content"].strip())
-        if length < SHORT_CONTENT_CHARS:
-            report.warnings.append(f"{label}: content is very short ({length} characters)")
-        emotion = turn["emotional_context"]
-        if not _non_empty_text(emotion.get("secondary_emotion")):
-            report.warnings.append(f"{label}: missing emotional_context.secondary_emotion")
-        intensity = emotion["intensity"]
-        if intensity < EXTREME_LOW or intensity > EXTREME_HIGH:
-            report.warnings.append(f"{label}: intensity {intensity} is extreme (outside {EXTREME_LOW}..{EXTREME_HIGH})")
-    numbers = [turn["turn_number"] for turn in turns]
-    if numbers != list(range(1, len(numbers) + 1)):
-        report.warnings.append(f"turn numbers are not sequential from 1 (got {_numbers_shown(numbers)})")
-    if turns[-1]["role"] == "user":
-        report.warnings.append(f"{_turn_label(turns[-1], len(turns))}: the conversation ends on a user turn")
-
-
-def _turn_label(turn: dict[str, Any], position: int) -> str:
-    """'turn N' by its turn_number when that is a positive integer, else 'turn at position P'."""
-    number = turn.get("turn_number")
-    return f"turn {number}" if _is_int(number) and number > 0 else f"turn at position {position}"
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    """True for a JSON integer (bool excluded)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _non_empty_text(value: object) -> TypeGuard[str]:
-    """True for a string with something other than whitespace."""
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of a parsed value's type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _shown(value: object) -> str:
-    """A value as JSON for a message, with single quotes, cut short when long."""
-    text = json.dumps(value, ensure_ascii=False).replace('"', "'")
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _numbers_shown(numbers: list[int]) -> str:
-    """The turn numbers, cut short when there are many."""
-    shown = ", ".join(str(n) for n in numbers[:12])
-    return shown + (", ..." if len(numbers) > 12 else "")

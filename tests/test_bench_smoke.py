@@ -83,6 +83,17 @@ EXPECTED: dict[str, list[str]] = {
         "naive_script.cost_per_1000_usd",
         "convgen_vs_naive",
     ],
+    "dataset_export": [
+        "conversations",
+        "file.end_to_end_s",
+        "file.server_s",
+        "file.peak_rss_mb",
+        "file.selected",
+        "near_duplicates.total_s",
+        "near_duplicates.signing_s",
+        "s3.rows_per_s",
+        "s3.selected",
+    ],
 }
 
 

@@ -12,7 +12,7 @@ import anthropic
 import jsonschema
 import pytest
 
-from generation_service.conversation_schema import output_schema
+from convgen.conversation_schema import output_schema
 from tests.support.messages_api import FakeApiConfig, FakeMessagesApi, Fault
 
 MODEL = "claude-sonnet-5-5"

@@ -1,4 +1,4 @@
-"""convgen: serve the services, manage the schema and catalog, generate and run batch jobs."""
+"""convgen: serve the services, manage the schema and catalog, generate and run batch jobs, export datasets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from clients.cli import admin_commands, batch_commands, conversation_commands, demo, generate_commands
+from clients.cli import admin_commands, batch_commands, conversation_commands, dataset_commands, demo, generate_commands
 from clients.cli.common import add_connection_options, connection_parent
 
 EPILOG = """examples:
@@ -19,6 +19,8 @@ EPILOG = """examples:
   convgen batch watch latest
   convgen batch items latest --state failed
   convgen --json batch list --state completed
+  convgen dataset export --job latest --format chat --eval-fraction 0.1 --group-by topic --drop-near-duplicates
+  convgen dataset report --job latest
 """
 
 
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate_commands.register(commands, parents)
     conversation_commands.register(commands, parents)
     batch_commands.register(commands, parents)
+    dataset_commands.register(commands, parents)
     demo.register(commands, parents)
     return parser
 

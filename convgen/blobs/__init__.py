@@ -1,5 +1,21 @@
 """Blob storage: a small port with a filesystem adapter and an S3 (aioboto3) adapter."""
 
-from convgen.blobs.port import BlobNotFound, BlobRef, BlobStore, BlobStoreUnavailable, InvalidBlobKey, check_key
+from convgen.blobs.port import (
+    BlobNotFound,
+    BlobRef,
+    BlobStore,
+    BlobStoreUnavailable,
+    BlobWriter,
+    InvalidBlobKey,
+    check_key,
+)
 
-__all__ = ["BlobNotFound", "BlobRef", "BlobStore", "BlobStoreUnavailable", "InvalidBlobKey", "check_key"]
+__all__ = [
+    "BlobNotFound",
+    "BlobRef",
+    "BlobStore",
+    "BlobStoreUnavailable",
+    "BlobWriter",
+    "InvalidBlobKey",
+    "check_key",
+]

@@ -11,7 +11,7 @@ from convgen.settings import Settings
 
 
 async def open_blob_store(settings: Settings) -> BlobStore:
-    """The configured blob store, opened, with the conversation and log buckets ensured."""
+    """The configured blob store, opened, with the conversation, log and dataset buckets ensured."""
     store: BlobStore
     if settings.blob_store == "s3":
         store = await S3BlobStore.open(
@@ -24,7 +24,7 @@ async def open_blob_store(settings: Settings) -> BlobStore:
     else:
         store = FileBlobStore(settings.blob_root, fsync=settings.blob_fsync)
     try:
-        await store.ensure_buckets([settings.conversation_bucket, settings.log_bucket])
+        await store.ensure_buckets([settings.conversation_bucket, settings.log_bucket, settings.dataset_bucket])
     except BaseException:
         await store.close()
         raise

@@ -8,11 +8,19 @@ import contextlib
 import errno
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
-from convgen.blobs.port import BlobNotFound, BlobRef, BlobStoreUnavailable, InvalidBlobKey, check_key
+from convgen.blobs.port import (
+    DEFAULT_CHUNK_BYTES,
+    BlobNotFound,
+    BlobRef,
+    BlobStoreUnavailable,
+    BlobWriter,
+    InvalidBlobKey,
+    check_key,
+)
 
 _T = TypeVar("_T")
 
@@ -64,6 +72,35 @@ class FileBlobStore:
         path = self._path(bucket, key)
         return await self._run(self._exists_sync, bucket, key, path)
 
+    @contextlib.asynccontextmanager
+    async def open_writer(self, bucket: str, key: str, *, content_type: str) -> AsyncIterator[BlobWriter]:
+        """Streams a blob into a temp file beside it, renamed into place when the block ends without error."""
+        path = self._path(bucket, key)
+        tmp_name, handle = await self._run(self._open_temp_sync, bucket, key, path)
+        writer = _FileWriter(self, bucket, key, handle)
+        try:
+            yield writer
+            await self._run(self._commit_sync, bucket, key, handle, tmp_name, path)
+        except BaseException:
+            # Shielded: a cancelled export must still remove its temp file.
+            await asyncio.shield(self._run(self._discard_sync, handle, tmp_name))
+            raise
+
+    async def read_chunks(
+        self, bucket: str, key: str, *, offset: int = 0, chunk_size: int = DEFAULT_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """Reads a blob from offset in chunks of at most chunk_size bytes; BlobNotFound if absent."""
+        path = self._path(bucket, key)
+        handle = await self._run(self._open_read_sync, bucket, key, path, offset)
+        try:
+            while True:
+                chunk = await self._run(self._read_sync, bucket, key, handle, chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            await asyncio.shield(self._run(handle.close))
+
     def locate(self, bucket: str, key: str) -> BlobRef:
         """The reference a blob at bucket/key has (whether or not it exists)."""
         return BlobRef(bucket=bucket, key=key, uri=self._path(bucket, key).as_uri())
@@ -112,11 +149,14 @@ class FileBlobStore:
             self._confined.clear()
         self._confined.add(parent)
 
+    def _temp_name(self, path: Path) -> str:
+        # A leading '.' is not a valid key segment, so a temp file can never be mistaken for a blob.
+        return os.path.join(path.parent, f".{path.name}.{os.getpid()}.{next(self._temp_counter)}.tmp")
+
     def _put_sync(self, bucket: str, key: str, path: Path, data: bytes) -> None:
         try:
             self._confine_parent(f"blob {bucket}/{key}", path)
-            # A leading '.' is not a valid key segment, so a temp file can never be mistaken for a blob.
-            tmp_name = os.path.join(path.parent, f".{path.name}.{os.getpid()}.{next(self._temp_counter)}.tmp")
+            tmp_name = self._temp_name(path)
             fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 with os.fdopen(fd, "wb") as tmp:
@@ -131,6 +171,56 @@ class FileBlobStore:
                 raise
         except OSError as exc:
             raise BlobStoreUnavailable(f"put of blob {bucket}/{key} failed: {_cause(exc)}") from exc
+
+    def _open_temp_sync(self, bucket: str, key: str, path: Path) -> tuple[str, IO[bytes]]:
+        try:
+            self._confine_parent(f"blob {bucket}/{key}", path)
+            tmp_name = self._temp_name(path)
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            return tmp_name, os.fdopen(fd, "wb")
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"open of blob {bucket}/{key} for writing failed: {_cause(exc)}") from exc
+
+    def _append_sync(self, bucket: str, key: str, handle: IO[bytes], data: bytes) -> None:
+        try:
+            handle.write(data)
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"write of blob {bucket}/{key} failed: {_cause(exc)}") from exc
+
+    def _commit_sync(self, bucket: str, key: str, handle: IO[bytes], tmp_name: str, path: Path) -> None:
+        try:
+            handle.flush()
+            if self._fsync:
+                os.fsync(handle.fileno())
+            handle.close()
+            os.replace(tmp_name, path)
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"put of blob {bucket}/{key} failed: {_cause(exc)}") from exc
+
+    @staticmethod
+    def _discard_sync(handle: IO[bytes], tmp_name: str) -> None:
+        with contextlib.suppress(OSError):
+            handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+
+    def _open_read_sync(self, bucket: str, key: str, path: Path, offset: int) -> IO[bytes]:
+        try:
+            self._confine(f"blob {bucket}/{key}", path)
+            handle = path.open("rb")
+            handle.seek(offset)
+            return handle
+        except OSError as exc:
+            if exc.errno in _MISSING:
+                raise BlobNotFound(f"no blob at bucket {bucket!r} key {key!r}") from exc
+            raise BlobStoreUnavailable(f"get of blob {bucket}/{key} failed: {_cause(exc)}") from exc
+
+    @staticmethod
+    def _read_sync(bucket: str, key: str, handle: IO[bytes], size: int) -> bytes:
+        try:
+            return handle.read(size)
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"read of blob {bucket}/{key} failed: {_cause(exc)}") from exc
 
     def _get_sync(self, bucket: str, key: str, path: Path) -> bytes:
         try:
@@ -157,6 +247,21 @@ class FileBlobStore:
                 self._confine(f"bucket {bucket}", path)
             except OSError as exc:
                 raise BlobStoreUnavailable(f"ensure_buckets of bucket {bucket!r} failed: {_cause(exc)}") from exc
+
+
+class _FileWriter:
+    """A blob being written to its temp file on the store's I/O thread."""
+
+    def __init__(self, store: FileBlobStore, bucket: str, key: str, handle: IO[bytes]) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._key = key
+        self._handle = handle
+
+    async def write(self, data: bytes) -> None:
+        """Appends bytes to the temp file."""
+        if data:
+            await self._store._run(self._store._append_sync, self._bucket, self._key, self._handle, data)
 
 
 def _cause(exc: OSError) -> str:

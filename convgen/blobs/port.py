@@ -1,8 +1,11 @@
-"""The blob store port: put, get, exists, locate. Adapters translate their errors into the ones here."""
+"""The blob store port: put, get, exists, locate, and streaming write and read. Adapters translate their errors into
+the ones here."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +52,18 @@ def check_key(bucket: str, key: str) -> None:
         raise InvalidBlobKey(f"invalid blob key {key!r}: segments must be letters, digits, '.', '_' or '-'")
 
 
+# What read_chunks hands out at most per chunk unless told otherwise.
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+
+
+class BlobWriter(Protocol):
+    """A blob being streamed: parts are appended in order; the blob appears whole when the writer closes."""
+
+    async def write(self, data: bytes) -> None:
+        """Appends bytes (adapters buffer small writes)."""
+        ...
+
+
 class BlobStore(Protocol):
     """Stores immutable-ish byte blobs by bucket and key."""
 
@@ -62,6 +77,19 @@ class BlobStore(Protocol):
 
     async def exists(self, bucket: str, key: str) -> bool:
         """True when a blob is at bucket/key."""
+        ...
+
+    def open_writer(self, bucket: str, key: str, *, content_type: str) -> AbstractAsyncContextManager[BlobWriter]:
+        """Streams a blob too big to hold in memory: visible, whole, only when the block ends without error.
+
+        An error (or a cancellation) inside the block leaves nothing at bucket/key, and an existing blob unchanged.
+        """
+        ...
+
+    def read_chunks(
+        self, bucket: str, key: str, *, offset: int = 0, chunk_size: int = DEFAULT_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """Reads a blob from offset in chunks of at most chunk_size bytes; BlobNotFound if absent."""
         ...
 
     def locate(self, bucket: str, key: str) -> BlobRef:

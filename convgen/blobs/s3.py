@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, cast
 
 import aioboto3
@@ -11,12 +12,13 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from convgen.blobs.port import BlobNotFound, BlobRef, BlobStoreUnavailable, check_key
+from convgen.blobs.port import DEFAULT_CHUNK_BYTES, BlobNotFound, BlobRef, BlobStoreUnavailable, BlobWriter, check_key
 from convgen.errors import ConvgenError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_s3.literals import BucketLocationConstraintType
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _TRANSIENT_CODES = frozenset(
@@ -36,6 +38,9 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _ALREADY_OWNED = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+# S3 refuses parts under 5 MiB except the last; bigger parts mean fewer requests but more memory per writer.
+DEFAULT_PART_BYTES = 8 * 1024 * 1024
+MIN_PART_BYTES = 5 * 1024 * 1024
 # Connection-level failures; TimeoutError and ConnectionError are OSError subclasses.
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError)
 
@@ -56,7 +61,11 @@ class S3BlobStore:
         read_timeout: float = 30.0,
         max_pool_connections: int = 64,
         addressing_style: str | None = None,
+        part_bytes: int = DEFAULT_PART_BYTES,
     ) -> None:
+        if part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"part_bytes must be at least {MIN_PART_BYTES} (S3's smallest multipart part)")
+        self._part_bytes = part_bytes
         self._region = region
         self._create_buckets = create_buckets
         self._secrets = [s for s in (access_key_id, secret_access_key) if s]
@@ -89,6 +98,7 @@ class S3BlobStore:
         read_timeout: float = 30.0,
         max_pool_connections: int = 64,
         addressing_style: str | None = None,
+        part_bytes: int = DEFAULT_PART_BYTES,
     ) -> S3BlobStore:
         """Creates the store and enters its one S3 client."""
         store = cls(
@@ -102,6 +112,7 @@ class S3BlobStore:
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
             addressing_style=addressing_style,
+            part_bytes=part_bytes,
         )
         with store._translating("open client", None, None):
             client_context = store._session.client("s3", endpoint_url=endpoint_url, config=store._config)
@@ -132,6 +143,45 @@ class S3BlobStore:
         except BlobNotFound:
             return False
         return True
+
+    @contextlib.asynccontextmanager
+    async def open_writer(self, bucket: str, key: str, *, content_type: str) -> AsyncIterator[BlobWriter]:
+        """Streams a blob as a multipart upload (one PUT when it stays under one part), completed at the end."""
+        check_key(bucket, key)
+        writer = _MultipartWriter(self, bucket, key, content_type)
+        try:
+            yield writer
+            await writer.complete()
+        except BaseException:
+            # Shielded: a cancelled export must not leave an incomplete upload (S3 bills its parts) behind.
+            await asyncio.shield(writer.abort())
+            raise
+
+    async def read_chunks(
+        self, bucket: str, key: str, *, offset: int = 0, chunk_size: int = DEFAULT_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """Reads a blob from offset in chunks of at most chunk_size bytes (one ranged GET); BlobNotFound if absent."""
+        check_key(bucket, key)
+        with self._translating("get", bucket, key):
+            try:
+                if offset > 0:
+                    response = await self._open_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-")
+                else:
+                    response = await self._open_client().get_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                # A range that starts at (or past) the end: nothing left to read, if the blob exists at all.
+                if _error_code(exc) != "InvalidRange":
+                    raise
+                response = None
+            if response is None:
+                await self._open_client().head_object(Bucket=bucket, Key=key)
+                return
+            body = response["Body"]
+            try:
+                async for chunk in body.iter_chunks(chunk_size):
+                    yield chunk
+            finally:
+                body.close()
 
     def locate(self, bucket: str, key: str) -> BlobRef:
         """The reference a blob at bucket/key has (whether or not it exists)."""
@@ -234,6 +284,69 @@ class S3BlobStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+class _MultipartWriter:
+    """Buffers writes into parts; the upload starts with the first full part and completes at the end."""
+
+    def __init__(self, store: S3BlobStore, bucket: str, key: str, content_type: str) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._key = key
+        self._content_type = content_type
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+
+    async def write(self, data: bytes) -> None:
+        """Appends bytes; uploads a part each time a whole part is buffered."""
+        self._buffer += data
+        size = self._store._part_bytes
+        while len(self._buffer) >= size:
+            part = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            await self._upload_part(part)
+
+    async def _upload_part(self, data: bytes) -> None:
+        client = self._store._open_client()
+        with self._store._translating("multipart upload", self._bucket, self._key):
+            if self._upload_id is None:
+                started = await client.create_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, ContentType=self._content_type
+                )
+                self._upload_id = started["UploadId"]
+            number = len(self._parts) + 1
+            uploaded = await client.upload_part(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=data
+            )
+        self._parts.append({"ETag": uploaded["ETag"], "PartNumber": number})
+
+    async def complete(self) -> None:
+        """Makes the blob visible: one PUT for a small blob, else the last part and the completion."""
+        if self._upload_id is None:
+            await self._store.put(self._bucket, self._key, bytes(self._buffer), content_type=self._content_type)
+            self._buffer.clear()
+            return
+        if self._buffer:
+            await self._upload_part(bytes(self._buffer))
+            self._buffer.clear()
+        with self._store._translating("multipart upload", self._bucket, self._key):
+            await self._store._open_client().complete_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+            )
+        self._upload_id = None
+
+    async def abort(self) -> None:
+        """Drops the parts uploaded so far (best effort: S3 lifecycle rules clean up what this cannot)."""
+        self._buffer.clear()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is None:
+            return
+        translating = self._store._translating("abort multipart upload", self._bucket, self._key)
+        with contextlib.suppress(BlobStoreUnavailable, BlobNotFound), translating:
+            await self._store._open_client().abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=upload_id
+            )
 
 
 class _Tolerated(Exception):

@@ -16,10 +16,10 @@ import anthropic
 import httpx2
 from anthropic.types import CacheControlEphemeralParam, TextBlockParam
 
+from convgen.conversation_schema import output_schema
 from convgen.errors import ConvgenError, FailedPrecondition
 from convgen.pricing import TokenUsage
 from convgen.settings import Settings
-from generation_service.conversation_schema import output_schema
 from generation_service.model.errors import (
     ModelAuthenticationFailed,
     ModelCreditExhausted,

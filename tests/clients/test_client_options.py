@@ -21,7 +21,12 @@ from tests.support.certificates import Pem
 from tests.support.services import Services
 
 TIMEOUT = 10.0
-CONVGEN_SERVICES = {"convgen.v1.GenerationService", "convgen.v1.CatalogService", "convgen.v1.BatchService"}
+CONVGEN_SERVICES = {
+    "convgen.v1.GenerationService",
+    "convgen.v1.CatalogService",
+    "convgen.v1.BatchService",
+    "convgen.v1.DatasetService",
+}
 
 
 async def connect_to(services: Services, **options: Any) -> ConvgenClient:

@@ -54,12 +54,13 @@ async def test_reflection_lists_the_services(services: Services) -> None:
     generation = await list_services(services.generation_channel)
     assert {"convgen.v1.GenerationService", "convgen.v1.CatalogService", "grpc.health.v1.Health"} <= generation
     batch = await list_services(services.batch_channel)
-    assert "convgen.v1.BatchService" in batch
+    assert {"convgen.v1.BatchService", "convgen.v1.DatasetService"} <= batch
     assert services.batch_channel is not None
-    health = await health_pb2_grpc.HealthStub(services.batch_channel).Check(
-        health_pb2.HealthCheckRequest(service="convgen.v1.BatchService")
-    )
-    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    for service in ("convgen.v1.BatchService", "convgen.v1.DatasetService"):
+        health = await health_pb2_grpc.HealthStub(services.batch_channel).Check(
+            health_pb2.HealthCheckRequest(service=service)
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.mark.slow

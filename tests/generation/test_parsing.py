@@ -1,4 +1,4 @@
-"""Model text to conversation: JSON extraction, every blocking and warning rule, parse errors and the JSONL form."""
+"""Model text to conversation: JSON extraction, every blocking and warning rule (with its rule id), parse errors."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ from typing import Any
 
 import pytest
 
-from convgen.errors import InvalidArgument
-from generation_service.conversation_format import ADVISOR_SYSTEM_PROMPT, SYSTEM_PROMPT
+from convgen.conversation_rules import BLOCKING_RULES, WARNING_RULES, validate_conversation
+from generation_service.conversation_format import SYSTEM_PROMPT
 from generation_service.model.errors import ModelOutputInvalid
-from generation_service.parsing import (
-    JsonNotFound,
-    extract_json,
-    parse_conversation,
-    to_training_example,
-    validate_conversation,
-)
+from generation_service.parsing import JsonNotFound, extract_json, parse_conversation
 
 Mutation = Callable[[dict[str, Any]], object]
 
@@ -161,13 +155,15 @@ BLOCKING: list[tuple[str, Mutation, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [(m, e) for _, m, e in BLOCKING], ids=[i for i, _, _ in BLOCKING])
-def test_each_blocking_rule(mutate: Mutation, expected: str) -> None:
+@pytest.mark.parametrize(("case", "mutate", "expected"), BLOCKING, ids=[i for i, _, _ in BLOCKING])
+def test_each_blocking_rule(case: str, mutate: Mutation, expected: str) -> None:
     document = _conversation()
     mutate(document)
     report = validate_conversation(document)
     assert any(expected in finding for finding in report.blocking), report.blocking
     assert not report.ok
+    assert RULE_OF_CASE[case] in {f.rule for f in report.findings if f.blocking}
+    assert RULE_OF_CASE[case] in BLOCKING_RULES
 
 
 @pytest.mark.parametrize(
@@ -202,13 +198,57 @@ WARNINGS: list[tuple[str, Mutation, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [(m, e) for _, m, e in WARNINGS], ids=[i for i, _, _ in WARNINGS])
-def test_each_warning_rule(mutate: Mutation, expected: str) -> None:
+@pytest.mark.parametrize(("case", "mutate", "expected"), WARNINGS, ids=[i for i, _, _ in WARNINGS])
+def test_each_warning_rule(case: str, mutate: Mutation, expected: str) -> None:
     document = _conversation()
     mutate(document)
     report = validate_conversation(document)
     assert report.blocking == []
     assert any(expected in warning for warning in report.warnings), report.warnings
+    assert report.rules == {RULE_OF_CASE[case]}
+    assert RULE_OF_CASE[case] in WARNING_RULES
+
+
+RULE_OF_CASE: dict[str, str] = {
+    "no-metadata": "missing_metadata",
+    "metadata-not-object": "missing_metadata",
+    "no-turns": "missing_turns",
+    "turns-not-array": "missing_turns",
+    "no-client-persona": "missing_client_persona",
+    "no-session-context": "missing_session_context",
+    "no-phase": "missing_conversation_phase",
+    "one-turn": "too_few_turns",
+    "turn-not-object": "turn_not_object",
+    "turn-number-zero": "bad_turn_number",
+    "turn-number-text": "bad_turn_number",
+    "turn-number-float": "bad_turn_number",
+    "turn-number-missing": "bad_turn_number",
+    "bad-role": "bad_role",
+    "missing-role": "bad_role",
+    "empty-content": "empty_content",
+    "missing-content": "empty_content",
+    "content-not-text": "empty_content",
+    "no-emotional-context": "missing_emotional_context",
+    "no-primary-emotion": "missing_primary_emotion",
+    "no-intensity": "bad_intensity",
+    "intensity-high": "bad_intensity",
+    "intensity-negative": "bad_intensity",
+    "intensity-text": "bad_intensity",
+    "intensity-bool": "bad_intensity",
+    "no-expected-outcome": "missing_expected_outcome",
+    "numbers-gap": "turn_numbers_not_sequential",
+    "numbers-from-zero-based": "turn_numbers_not_sequential",
+    "roles-not-alternating": "roles_not_alternating",
+    "short-content": "short_content",
+    "intensity-extreme-high": "extreme_intensity",
+    "intensity-extreme-low": "extreme_intensity",
+    "no-secondary-emotion": "missing_secondary_emotion",
+    "ends-on-user": "ends_on_user_turn",
+}
+
+
+def test_every_rule_id_has_a_case() -> None:
+    assert set(RULE_OF_CASE.values()) | {"not_json_object"} == set(BLOCKING_RULES) | set(WARNING_RULES)
 
 
 def test_findings_name_the_turn_by_its_number() -> None:
@@ -274,33 +314,6 @@ def test_schema_invalid_output_lists_first_findings_and_the_count() -> None:
     assert error.metadata == {"step": "validate", "blocking_count": "8"}
 
 
-# --- to_training_example -----------------------------------------------------------------------------------------
-
-
-def test_training_example_is_chat_messages_with_metadata() -> None:
-    document = _conversation(4)
-    document["turns"].reverse()  # order comes from turn_number, not from the array
-    document["input_parameters"] = {"tier": "template"}
-    example = to_training_example(document, ADVISOR_SYSTEM_PROMPT)
-    assert example["messages"][0] == {"role": "system", "content": ADVISOR_SYSTEM_PROMPT}
-    assert [m["role"] for m in example["messages"][1:]] == ["user", "assistant", "user", "assistant"]
-    assert example["messages"][1]["content"].startswith("Turn 1 ")
-    metadata = example["metadata"]
-    assert metadata["client_persona"] == "David Chen, 35, teacher"
-    assert metadata["expected_outcome"] == "David knows his first step"
-    assert metadata["input_parameters"] == {"tier": "template"}
-    assert metadata["turn_count"] == 4
-    assert metadata["emotional_trajectory"] == ["confusion", "confusion"]
-    assert json.loads(json.dumps(example)) == example
-
-
-def test_training_example_refuses_an_invalid_conversation() -> None:
-    document = _conversation()
-    document.pop("turns")
-    with pytest.raises(InvalidArgument, match="missing turns array"):
-        to_training_example(document, ADVISOR_SYSTEM_PROMPT)
-
-
 def test_system_prompt_states_the_output_contract() -> None:
     for field in (
         "conversation_metadata",
@@ -317,4 +330,3 @@ def test_system_prompt_states_the_output_contract() -> None:
         assert f'"{field}"' in SYSTEM_PROMPT
     assert "fee-only" in SYSTEM_PROMPT
     assert SYSTEM_PROMPT.rstrip().endswith("Respond with the JSON object only.")
-    assert "fee-only" in ADVISOR_SYSTEM_PROMPT

@@ -41,7 +41,12 @@ GENERATION_SERVICES = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 ]
-BATCH_SERVICES = ["convgen.v1.BatchService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+BATCH_SERVICES = [
+    "convgen.v1.BatchService",
+    "convgen.v1.DatasetService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+]
 
 
 def auth_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
@@ -283,7 +288,7 @@ def test_docs_state_the_settings_defaults_for_sizes_and_page_caps() -> None:
 
     max_page = fields["max_page_size"].default
     caps = re.findall(r"`page_size` 0 \((\d+)\) \.\. (\d+)", text)
-    assert len(caps) == 4  # ListConversations, the catalog Lists, ListBatchJobs, ListBatchItems
+    assert len(caps) == 5  # ListConversations, the catalog Lists, ListBatchJobs, ListBatchItems, ListExports
     assert {int(cap) for _, cap in caps} == {max_page}
     assert f"`page_size: must be at most {max_page} (got {max_page + 1})`" in text
 

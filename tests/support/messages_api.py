@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -489,11 +489,19 @@ def _structured_text(schema: Mapping[str, Any], conversation: str, excerpt: str)
     return json.dumps(_instance_of(schema, schema, excerpt), ensure_ascii=False)
 
 
+# Writes the text of an OK reply from the request body, instead of the default conversation (see replies=).
+ReplyWriter = Callable[[Mapping[str, Any]], str]
+
+
 class FakeMessagesApi:
     """An in-process aiohttp server imitating ``POST /v1/messages``, with fault injection and request records."""
 
-    def __init__(self, config: FakeApiConfig | None = None, *, verbose: bool = False) -> None:
+    def __init__(
+        self, config: FakeApiConfig | None = None, *, verbose: bool = False, replies: ReplyWriter | None = None
+    ) -> None:
         self.config = config if config is not None else FakeApiConfig()
+        # Serves a scripted corpus (e.g. tests/support/near_duplicates.py) for OK replies; faults are unchanged.
+        self._replies = replies
         self.config.validate()
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
@@ -847,7 +855,10 @@ class FakeMessagesApi:
         excerpt = _excerpt(body["messages"])
         if options.schema is not None and fault in _FORMAT_PREVENTS:
             fault = Fault.OK
-        text = _reply_text(fault, excerpt, self.config.output_tokens)
+        if self._replies is not None and fault is Fault.OK:
+            text = self._replies(body)
+        else:
+            text = _reply_text(fault, excerpt, self.config.output_tokens)
         if options.schema is not None and fault is not Fault.TRUNCATED:
             text = _structured_text(options.schema, text, excerpt)
         max_tokens: int = body["max_tokens"]

@@ -1,20 +1,31 @@
-"""The one definition of a generated conversation: its JSON schema (sent as structured output) and blocking rules.
+"""The one definition of a generated conversation: its JSON schema (sent as structured output) and what the blocking
+rules of convgen.conversation_rules check.
 
-Validation mode is the blocking rules of docs/domain.md: a document the model rejects cannot be stored. The
-serialization-mode schema is the output contract sent to the API: there every field the contract shows is
-required, also those whose absence is only a warning when a reply is validated.
+Validation mode is the blocking rules: a document the model rejects cannot be stored. Fields whose absence is only a
+warning (expected_outcome, secondary_emotion) accept any value there; convgen.conversation_rules warns about them.
+The serialization-mode schema is the output contract sent to the API: there every field the contract shows is
+required and typed, also those whose absence is only a warning when a reply is validated.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MIN_TURNS = 2
 
 # Text that says something: not empty, not only whitespace.
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
+
+
+def _text_or_none(value: object) -> object:
+    """A warning-only field: anything that is not text counts as absent (the rules warn), never as an error."""
+    return value if isinstance(value, str) else None
+
+
+# Text the contract asks for whose absence only warns.
+OptionalText = Annotated[str | None, BeforeValidator(_text_or_none)]
 
 
 class _Strict(BaseModel):
@@ -26,7 +37,7 @@ class EmotionalContext(_Strict):
     """The emotional state of a turn's speaker."""
 
     primary_emotion: Text = Field(description="one or two words for the dominant emotion, e.g. confusion")
-    secondary_emotion: str | None = Field(
+    secondary_emotion: OptionalText = Field(
         default=None, description="one or two words for an underlying or mixed emotion"
     )
     intensity: float = Field(
@@ -49,7 +60,7 @@ class ConversationMetadata(_Strict):
     client_persona: Text = Field(description="who the client is, in one sentence")
     session_context: Text = Field(description="what this session is about and why the client came")
     conversation_phase: Text = Field(description="where this session sits in the relationship")
-    expected_outcome: str | None = Field(default=None, description="what the client leaves with, in one sentence")
+    expected_outcome: OptionalText = Field(default=None, description="what the client leaves with, in one sentence")
 
 
 class Conversation(_Strict):
