@@ -128,13 +128,14 @@ def markdown(
         "## Tokens and cost",
         "",
         *_table(
-            ["", "input", "output", "cache write", "cache read", "cost (USD)"],
+            ["", "input", "output", "cache write 5m", "cache write 1h", "cache read", "cost (USD)"],
             [
                 [
                     name,
                     t.input_tokens,
                     t.output_tokens,
-                    t.cache_creation_input_tokens,
+                    t.cache_creation_5m_input_tokens,
+                    t.cache_creation_1h_input_tokens,
                     t.cache_read_input_tokens,
                     f"{cost:.6f}",
                 ]
@@ -142,6 +143,21 @@ def markdown(
                     ("selected", u.selected_usage, u.selected_cost_usd),
                     ("exported", u.exported_usage, u.exported_cost_usd),
                 )
+            ],
+        ),
+        "",
+        *_table(
+            ["cost by kind (USD)", "input", "output", "cache write 5m", "cache write 1h", "cache read"],
+            [
+                [
+                    name,
+                    f"{c.input_usd:.6f}",
+                    f"{c.output_usd:.6f}",
+                    f"{c.cache_write_5m_usd:.6f}",
+                    f"{c.cache_write_1h_usd:.6f}",
+                    f"{c.cache_read_usd:.6f}",
+                ]
+                for name, c in (("selected", u.selected_cost_breakdown), ("exported", u.exported_cost_breakdown))
             ],
         ),
         "",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from batch_service.domain import Usage
 from convgen.catalog.models import Tier
 
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.8
@@ -243,11 +244,8 @@ class SelectedConversation:
     final_key: str
     turn_count: int
     model: str
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    cost_usd: Decimal | None
+    # Tokens and cost by kind; a cost the price table did not know is not in it (usage.unpriced_conversations is 1).
+    usage: Usage
     validation_warnings: list[str] = field(default_factory=list)
     created_at: datetime | None = None
 
@@ -280,11 +278,7 @@ class RowFacts:
     model: str
     template_id: uuid.UUID
     template_name: str
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    cost_usd: Decimal | None
+    usage: Usage
 
     @classmethod
     def of(cls, row: SelectedConversation) -> RowFacts:
@@ -295,40 +289,25 @@ class RowFacts:
             model=row.model,
             template_id=row.template_id,
             template_name=row.template_name,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cache_creation_input_tokens=row.cache_creation_input_tokens,
-            cache_read_input_tokens=row.cache_read_input_tokens,
-            cost_usd=row.cost_usd,
+            usage=row.usage,
         )
 
     def to_json(self) -> list[Any]:
-        """A compact JSON array (one per spooled row)."""
-        return [
-            str(self.pk),
-            str(self.business_key),
-            self.model,
-            str(self.template_id),
-            self.template_name,
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_creation_input_tokens,
-            self.cache_read_input_tokens,
-            None if self.cost_usd is None else str(self.cost_usd),
-        ]
+        """A compact JSON array (one per spooled row); amounts as strings, exact."""
+        usage = [str(v) if isinstance(v, Decimal) else v for v in astuple(self.usage)]
+        return [str(self.pk), str(self.business_key), self.model, str(self.template_id), self.template_name, *usage]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> RowFacts:
         """The facts from their JSON array."""
+        usage: list[Any] = [
+            Decimal(v) if f.type == "Decimal" else v for f, v in zip(fields(Usage), data[5:], strict=True)
+        ]
         return cls(
             pk=uuid.UUID(data[0]),
             business_key=uuid.UUID(data[1]),
             model=data[2],
             template_id=uuid.UUID(data[3]),
             template_name=data[4],
-            input_tokens=data[5],
-            output_tokens=data[6],
-            cache_creation_input_tokens=data[7],
-            cache_read_input_tokens=data[8],
-            cost_usd=None if data[9] is None else Decimal(data[9]),
+            usage=Usage(*usage),
         )

@@ -82,6 +82,7 @@ def bedrock_claude(row: SelectedConversation, document: dict[str, Any], system_p
 
 def convgen_lineage(row: SelectedConversation, document: dict[str, Any], system_prompt: str) -> dict[str, Any]:
     """The stored conversation verbatim with its keys, parameters, job, model, usage and cost: the lineage form."""
+    u = row.usage
     return {
         "pk": str(row.pk),
         "business_key": str(row.business_key),
@@ -102,14 +103,28 @@ def convgen_lineage(row: SelectedConversation, document: dict[str, Any], system_
             "template_name": row.template_name,
         },
         "model": row.model,
+        # The Messages API's usage fields, cache writes split by TTL as the API reports them.
         "usage": {
-            "input_tokens": row.input_tokens,
-            "output_tokens": row.output_tokens,
-            "cache_creation_input_tokens": row.cache_creation_input_tokens,
-            "cache_read_input_tokens": row.cache_read_input_tokens,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_creation_input_tokens": u.cache_creation_input_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": u.cache_creation_5m_input_tokens,
+                "ephemeral_1h_input_tokens": u.cache_creation_1h_input_tokens,
+            },
+            "cache_read_input_tokens": u.cache_read_input_tokens,
         },
-        # A string keeps the database's exact NUMERIC value (a float would round micro-dollars); null = unknown.
-        "cost_usd": None if row.cost_usd is None else str(row.cost_usd),
+        # Strings keep the database's exact NUMERIC values (a float would round micro-dollars); null = unknown.
+        "cost_usd": None if u.unpriced_conversations else str(u.cost_usd),
+        "cost_by_kind_usd": None
+        if u.unpriced_conversations
+        else {
+            "input": str(u.input_cost_usd),
+            "output": str(u.output_cost_usd),
+            "cache_write_5m": str(u.cache_write_5m_cost_usd),
+            "cache_write_1h": str(u.cache_write_1h_cost_usd),
+            "cache_read": str(u.cache_read_cost_usd),
+        },
         "processing_status": row.processing_status,
         "validation_warnings": list(row.validation_warnings),
         "blobs": {

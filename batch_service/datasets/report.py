@@ -11,13 +11,15 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 
+from batch_service.converters import usage as usage_message
 from batch_service.datasets.diversity import DiversityCounter
 from batch_service.datasets.domain import CoverageCell, ExportSpec, GroupBy, RowFacts
 from batch_service.datasets.near_duplicates import NUM_PERM, Clusters
+from batch_service.domain import Usage
 from convgen.conversation_rules import BLOCKING_RULES, WARNING_RULES
-from convgen.v1 import common_pb2, dataset_pb2
+from convgen.rpc.convert import cost_breakdown
+from convgen.v1 import dataset_pb2
 
 # How much of the long lists the message carries (manifest.json has them whole).
 MESSAGE_CLUSTERS = 100
@@ -61,38 +63,6 @@ def word_stats(histogram: Counter[int]) -> dataset_pb2.WordStats:
         mean=round(sum(v * n for v, n in histogram.items()) / turns, 3),
         max=max(histogram),
     )
-
-
-@dataclass
-class UsageSum:
-    """Token and cost totals."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cost_usd: Decimal = field(default_factory=Decimal)
-    unknown_cost: int = 0
-
-    def add(self, row: RowFacts) -> None:
-        """Adds one conversation's usage (a cost the price table did not know is counted, not guessed)."""
-        self.input_tokens += row.input_tokens
-        self.output_tokens += row.output_tokens
-        self.cache_creation_input_tokens += row.cache_creation_input_tokens
-        self.cache_read_input_tokens += row.cache_read_input_tokens
-        if row.cost_usd is None:
-            self.unknown_cost += 1
-        else:
-            self.cost_usd += row.cost_usd
-
-    def tokens(self) -> common_pb2.TokenUsage:
-        """The token totals as a message."""
-        return common_pb2.TokenUsage(
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cache_creation_input_tokens=self.cache_creation_input_tokens,
-            cache_read_input_tokens=self.cache_read_input_tokens,
-        )
 
 
 @dataclass
@@ -165,8 +135,9 @@ class ReportBuilder:
     def __init__(self, spec: ExportSpec) -> None:
         self._spec = spec
         self.rule_hits: Counter[str] = Counter()
-        self.selected_usage = UsageSum()
-        self.exported_usage = UsageSum()
+        # Usage sums; unpriced_conversations counts those whose cost is unknown (counted, never guessed).
+        self.selected_usage = Usage()
+        self.exported_usage = Usage()
         self.exact_groups: Counter[int] = Counter()
         self._turns: Counter[int] = Counter()
         self._words: dict[str, Counter[int]] = {"user": Counter(), "assistant": Counter()}
@@ -184,7 +155,7 @@ class ReportBuilder:
 
     def selected(self, row: RowFacts, rules: set[str]) -> None:
         """Counts a selected conversation's usage and the rules it broke."""
-        self.selected_usage.add(row)
+        self.selected_usage += row.usage
         self.rule_hits.update(rules)
 
     def begin_exported(self, vocabulary_size: int) -> None:
@@ -199,7 +170,7 @@ class ReportBuilder:
         first_user_turn_hash: int | None,
     ) -> None:
         """Counts an exported conversation (its turns as word ids): sizes, usage, model, template, diversity."""
-        self.exported_usage.add(row)
+        self.exported_usage += row.usage
         self._turns[len(roles)] += 1
         for role, ws in zip(roles, turn_words, strict=True):
             self._words[role][len(ws)] += 1
@@ -235,12 +206,14 @@ class ReportBuilder:
                 assistant_words_per_turn=word_stats(self._words["assistant"]),
             ),
             usage=dataset_pb2.UsageTotals(
-                selected_usage=self.selected_usage.tokens(),
+                selected_usage=usage_message(self.selected_usage),
                 selected_cost_usd=float(self.selected_usage.cost_usd),
-                exported_usage=self.exported_usage.tokens(),
+                exported_usage=usage_message(self.exported_usage),
                 exported_cost_usd=float(self.exported_usage.cost_usd),
-                selected_unknown_cost=self.selected_usage.unknown_cost,
-                exported_unknown_cost=self.exported_usage.unknown_cost,
+                selected_unknown_cost=self.selected_usage.unpriced_conversations,
+                exported_unknown_cost=self.exported_usage.unpriced_conversations,
+                selected_cost_breakdown=cost_breakdown(self.selected_usage.cost_by_kind),
+                exported_cost_breakdown=cost_breakdown(self.exported_usage.cost_by_kind),
             ),
             models=[dataset_pb2.NamedCount(name=m, count=n) for m, n in sorted(self._models.items())],
             validation=[

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from batch_service.datasets.domain import CoverageCell, SelectedConversation, Selection
+from batch_service.store.usage_columns import CONVERSATION_USAGE_COLUMNS, conversation_usage_of
 from convgen.catalog.models import Tier
 from convgen.db.database import Connection
 
@@ -71,8 +72,8 @@ _SELECTED = f"""
         c.id, c.conversation_id, c.request_id, c.created_by, i.batch_job_id, i.id AS item_id,
         c.persona_id, p.persona_key, c.emotional_arc_id, a.arc_key, c.training_topic_id, t.topic_key,
         c.tier, c.template_id, pt.template_name, c.processing_status, c.raw_bucket, c.raw_key, c.final_bucket,
-        c.final_key, c.turn_count, c.model, c.input_tokens, c.output_tokens, c.cache_creation_input_tokens,
-        c.cache_read_input_tokens, c.cost_usd, c.validation_warnings, c.created_at
+        c.final_key, c.turn_count, c.model, {", ".join(f"c.{column}" for column in CONVERSATION_USAGE_COLUMNS)},
+        c.validation_warnings, c.created_at
     FROM batch_items i
     JOIN conversations c ON c.id = i.conversation_id
     JOIN personas p ON p.id = c.persona_id
@@ -108,11 +109,7 @@ def _selected(r: asyncpg.Record) -> SelectedConversation:
         final_key=r["final_key"],
         turn_count=r["turn_count"],
         model=r["model"],
-        input_tokens=r["input_tokens"],
-        output_tokens=r["output_tokens"],
-        cache_creation_input_tokens=r["cache_creation_input_tokens"],
-        cache_read_input_tokens=r["cache_read_input_tokens"],
-        cost_usd=r["cost_usd"],
+        usage=conversation_usage_of(r),
         validation_warnings=list(r["validation_warnings"]),
         created_at=r["created_at"],
     )

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from clients.cli.batch_commands import resolve_job
 from clients.cli.common import with_client
-from clients.cli.output import Output, enum_name, to_dict, when
+from clients.cli.output import Output, cost_text, enum_name, to_dict, when
 from clients.client import ConvgenClient
 from convgen.v1 import dataset_pb2
 
@@ -240,19 +240,21 @@ def show_report(out: Output, e: dataset_pb2.Export) -> None:
         f"{counts.turns_median:g} / max {counts.turns_max}",
     )
     out.table(
-        ["", "input", "output", "cache write", "cache read", "cost"],
+        ["", "input", "output", "cache write 5m", "cache write 1h", "cache read", "cost", "cost by kind"],
         [
             (
                 name,
                 t.input_tokens,
                 t.output_tokens,
-                t.cache_creation_input_tokens,
+                t.cache_creation_5m_input_tokens,
+                t.cache_creation_1h_input_tokens,
                 t.cache_read_input_tokens,
                 f"${cost:.4f}",
+                cost_text(by_kind),
             )
-            for name, t, cost in (
-                ("selected", usage.selected_usage, usage.selected_cost_usd),
-                ("exported", usage.exported_usage, usage.exported_cost_usd),
+            for name, t, cost, by_kind in (
+                ("selected", usage.selected_usage, usage.selected_cost_usd, usage.selected_cost_breakdown),
+                ("exported", usage.exported_usage, usage.exported_cost_usd, usage.exported_cost_breakdown),
             )
         ],
         title="Tokens and cost · models: " + (", ".join(f"{m.name} ({m.count})" for m in r.models) or "none"),

@@ -895,6 +895,8 @@ class UsageTotals(_message.Message):
     EXPORTED_COST_USD_FIELD_NUMBER: _builtins.int
     SELECTED_UNKNOWN_COST_FIELD_NUMBER: _builtins.int
     EXPORTED_UNKNOWN_COST_FIELD_NUMBER: _builtins.int
+    SELECTED_COST_BREAKDOWN_FIELD_NUMBER: _builtins.int
+    EXPORTED_COST_BREAKDOWN_FIELD_NUMBER: _builtins.int
     selected_cost_usd: _builtins.float
     """Cost in US dollars of every selected conversation."""
     exported_cost_usd: _builtins.float
@@ -911,6 +913,14 @@ class UsageTotals(_message.Message):
     def exported_usage(self) -> _common_pb2.TokenUsage:
         """Tokens of the exported conversations."""
 
+    @_builtins.property
+    def selected_cost_breakdown(self) -> _common_pb2.CostBreakdown:
+        """selected_cost_usd by kind of token (conversations costed before price tables have no split: not in it)."""
+
+    @_builtins.property
+    def exported_cost_breakdown(self) -> _common_pb2.CostBreakdown:
+        """exported_cost_usd by kind of token."""
+
     def __init__(
         self,
         *,
@@ -920,10 +930,12 @@ class UsageTotals(_message.Message):
         exported_cost_usd: _builtins.float = ...,
         selected_unknown_cost: _builtins.int = ...,
         exported_unknown_cost: _builtins.int = ...,
+        selected_cost_breakdown: _common_pb2.CostBreakdown | None = ...,
+        exported_cost_breakdown: _common_pb2.CostBreakdown | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["exported_usage", b"exported_usage", "selected_usage", b"selected_usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exported_cost_breakdown", b"exported_cost_breakdown", "exported_usage", b"exported_usage", "selected_cost_breakdown", b"selected_cost_breakdown", "selected_usage", b"selected_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exported_cost_usd", b"exported_cost_usd", "exported_unknown_cost", b"exported_unknown_cost", "exported_usage", b"exported_usage", "selected_cost_usd", b"selected_cost_usd", "selected_unknown_cost", b"selected_unknown_cost", "selected_usage", b"selected_usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exported_cost_breakdown", b"exported_cost_breakdown", "exported_cost_usd", b"exported_cost_usd", "exported_unknown_cost", b"exported_unknown_cost", "exported_usage", b"exported_usage", "selected_cost_breakdown", b"selected_cost_breakdown", "selected_cost_usd", b"selected_cost_usd", "selected_unknown_cost", b"selected_unknown_cost", "selected_usage", b"selected_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,9 +16,10 @@ from batch_service.datasets.diversity import DiversityCounter, HyperLogLog
 from batch_service.datasets.domain import GroupBy, RowFacts, SelectedConversation
 from batch_service.datasets.formats import FormatRejected, bedrock_claude, chat_messages, convgen_lineage, sharegpt
 from batch_service.datasets.near_duplicates import NearDuplicateIndex, lsh_shape
-from batch_service.datasets.report import UsageSum, median
+from batch_service.datasets.report import median
 from batch_service.datasets.split import LeakageGuard, Split, SplitLeakage, assign, split_key
 from batch_service.datasets.text_features import Vocabulary, shingle_hashes
+from batch_service.domain import Usage
 from convgen.catalog.models import Tier
 
 
@@ -46,11 +47,7 @@ def _row(**changes: Any) -> SelectedConversation:
         "final_key": "f",
         "turn_count": 2,
         "model": "m",
-        "input_tokens": 1,
-        "output_tokens": 1,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cost_usd": Decimal(0),
+        "usage": Usage(input_tokens=1, output_tokens=1),
     }
     values.update(changes)
     return SelectedConversation(**values)
@@ -189,11 +186,26 @@ def test_median_of_a_histogram(values: list[int], expected: float) -> None:
     assert median(Counter(values)) == expected
 
 
-def test_an_unknown_cost_is_counted_not_added() -> None:
-    usage = UsageSum()
-    known = RowFacts.of(_row(cost_usd=Decimal("0.012345"), input_tokens=10))
-    unknown = RowFacts.of(_row(cost_usd=None, input_tokens=5))
-    for facts in (known, unknown, RowFacts.from_json(unknown.to_json())):
-        usage.add(facts)
-    assert (usage.cost_usd, usage.unknown_cost, usage.input_tokens) == (Decimal("0.012345"), 2, 20)
-    assert convgen_lineage(_row(cost_usd=None), {"turns": []}, "")["cost_usd"] is None
+def test_usage_sums_by_kind_and_an_unknown_cost_is_counted_not_added() -> None:
+    usage = Usage()
+    known = RowFacts.of(
+        _row(
+            usage=Usage(
+                input_tokens=10,
+                cache_creation_1h_input_tokens=7,
+                cost_usd=Decimal("0.012345"),
+                input_cost_usd=Decimal("0.000020"),
+                cache_write_1h_cost_usd=Decimal("0.000028"),
+            )
+        )
+    )
+    unknown = RowFacts.of(_row(usage=Usage(input_tokens=5, unpriced_conversations=1)))
+    for facts in (known, unknown, RowFacts.from_json(unknown.to_json()), RowFacts.from_json(known.to_json())):
+        usage += facts.usage  # what the report builder sums
+    assert (usage.cost_usd, usage.unpriced_conversations, usage.input_tokens) == (Decimal("0.024690"), 2, 30)
+    assert (usage.cache_creation_1h_input_tokens, usage.cache_write_1h_cost_usd) == (14, Decimal("0.000056"))
+    assert convgen_lineage(_row(usage=Usage(unpriced_conversations=1)), {"turns": []}, "")["cost_usd"] is None
+    line = convgen_lineage(_row(usage=known.usage), {"turns": []}, "")
+    assert (line["cost_usd"], line["cost_by_kind_usd"]["cache_write_1h"]) == ("0.012345", "0.000028")
+    assert line["usage"]["cache_creation"] == {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 7}
+    assert line["usage"]["cache_creation_input_tokens"] == 7

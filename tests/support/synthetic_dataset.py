@@ -123,7 +123,7 @@ async def write_job(
                         "id", "conversation_id", "request_id", "created_by", "persona_id", "emotional_arc_id",
                         "training_topic_id", "tier", "template_id", "processing_status", "raw_bucket", "raw_key",
                         "final_bucket", "final_key", "turn_count", "model", "input_tokens", "output_tokens",
-                        "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "created_at",
+                        "cache_creation_5m_input_tokens", "cache_read_input_tokens", "cost_usd", "created_at",
                     ],
                 )  # fmt: skip
                 await conn.copy_records_to_table(
@@ -132,7 +132,7 @@ async def write_job(
                     columns=[
                         "batch_job_id", "position", "persona_id", "emotional_arc_id", "training_topic_id", "tier",
                         "template_id", "status", "run", "attempts", "conversation_id", "input_tokens",
-                        "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd",
+                        "output_tokens", "cache_creation_5m_input_tokens", "cache_read_input_tokens", "cost_usd",
                         "started_at", "finished_at",
                     ],
                 )  # fmt: skip
