@@ -7,9 +7,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import pytest
 
 from convgen.conversation_rules import BLOCKING_RULES, WARNING_RULES, validate_conversation
+from convgen.conversation_schema import output_schema
 from generation_service.conversation_format import SYSTEM_PROMPT
 from generation_service.model.errors import ModelOutputInvalid
 from generation_service.parsing import JsonNotFound, extract_json, parse_conversation
@@ -330,3 +332,21 @@ def test_system_prompt_states_the_output_contract() -> None:
         assert f'"{field}"' in SYSTEM_PROMPT
     assert "fee-only" in SYSTEM_PROMPT
     assert SYSTEM_PROMPT.rstrip().endswith("Respond with the JSON object only.")
+
+
+# JSON Schema counts 2.0 as an integer; the rules (and the API's constrained decoding, which writes 2) do not.
+_SCHEMA_LOOSER = {"turn-number-float"}
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate"),
+    [(c, m) for c, m, _ in BLOCKING if c not in _SCHEMA_LOOSER],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_the_schema_sent_as_structured_output_refuses_what_a_blocking_rule_refuses(case: str, mutate: Mutation) -> None:
+    """One definition: the JSON schema of the Conversation model and the blocking rules agree."""
+    validator = jsonschema.Draft202012Validator(output_schema())
+    document = _conversation()
+    assert validator.is_valid(document)
+    mutate(document)
+    assert not validator.is_valid(document), case
